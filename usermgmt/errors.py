@@ -1,0 +1,372 @@
+"""The error tree of usermgmt.
+
+Every error the core raises derives from :class:`UserMgmtError` and carries a
+stable machine-readable ``code``. The core never speaks HTTP: each adapter owns
+one table mapping these classes to a status code.
+
+::
+
+    UserMgmtError                         error
+    ├── ValidationError                   validation_error
+    │   └── PasswordPolicyError           password_policy
+    │       ├── PasswordTooShort          password_too_short
+    │       ├── PasswordTooLong           password_too_long
+    │       ├── PasswordTooCommon         password_too_common
+    │       └── PasswordBreached          password_breached
+    ├── AuthenticationError               authentication_failed
+    │   ├── InvalidCredentials            invalid_credentials
+    │   ├── WrongPassword                 wrong_password       (re-authentication)
+    │   └── InvalidToken                  invalid_token        (access / refresh token)
+    │       ├── TokenExpired              token_expired
+    │       ├── TokenRevoked              token_revoked
+    │       └── TokenReused               token_reused
+    ├── OneTimeTokenError                 token_invalid        (verify / reset / invite token)
+    │   └── InvitationExpired             invitation_expired
+    ├── AuthorizationError                permission_denied
+    │   ├── PermissionDenied              permission_denied
+    │   ├── EmailNotVerified              email_not_verified
+    │   └── InvitationEmailMismatch       invitation_email_mismatch
+    ├── NotFound                          not_found
+    ├── Conflict                          conflict
+    │   ├── EmailTaken                    email_taken
+    │   ├── SlugTaken                     slug_taken
+    │   ├── RoleNameTaken                 role_name_taken
+    │   ├── AlreadyMember                 already_member
+    │   ├── LastOwner                     last_owner
+    │   ├── SystemRole                    system_role
+    │   ├── RoleInUse                     role_in_use
+    │   └── InvitationNotPending          invitation_not_pending
+    ├── RateLimited                       rate_limited
+    ├── BackendError                      backend_error
+    │   ├── BackendUnavailable            backend_unavailable
+    │   ├── TransactionConflict           transaction_conflict (retried by services)
+    │   └── EmailDeliveryError            email_delivery_failed
+    └── ConfigurationError                configuration_error
+        └── MissingDependency             missing_dependency
+
+Backends translate third-party exceptions at their boundary and chain them
+(``raise BackendUnavailable(...) from exc``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+
+class UserMgmtError(Exception):
+    """Root of every error raised by usermgmt."""
+
+    code: ClassVar[str] = "error"
+    title: ClassVar[str] = "Error"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        self.detail = detail or self.title
+        self.extra: dict[str, Any] = dict(extra)
+        super().__init__(self.detail)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description: ``code``, ``title``, ``detail`` and extras."""
+        data: dict[str, Any] = {"code": self.code, "title": self.title, "detail": self.detail}
+        data.update(self.extra)
+        return data
+
+
+# --- validation -----------------------------------------------------------------
+
+
+class ValidationError(UserMgmtError):
+    """Input that is malformed or breaks a rule; nothing was changed."""
+
+    code = "validation_error"
+    title = "Invalid input"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        errors: Sequence[Mapping[str, Any]] = (),
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail, **extra)
+        self.errors: list[dict[str, Any]] = [dict(e) for e in errors]
+        if self.errors:
+            self.extra["errors"] = self.errors
+
+
+class PasswordPolicyError(ValidationError):
+    code = "password_policy"
+    title = "Password rejected"
+
+
+class PasswordTooShort(PasswordPolicyError):
+    code = "password_too_short"
+    title = "Password too short"
+
+
+class PasswordTooLong(PasswordPolicyError):
+    code = "password_too_long"
+    title = "Password too long"
+
+
+class PasswordTooCommon(PasswordPolicyError):
+    code = "password_too_common"
+    title = "Password too common"
+
+
+class PasswordBreached(PasswordPolicyError):
+    code = "password_breached"
+    title = "Password found in a breach"
+
+
+# --- authentication -------------------------------------------------------------
+
+
+class AuthenticationError(UserMgmtError):
+    code = "authentication_failed"
+    title = "Authentication failed"
+
+
+class InvalidCredentials(AuthenticationError):
+    """Login failed. Deliberately says nothing about why (no enumeration)."""
+
+    code = "invalid_credentials"
+    title = "Invalid credentials"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or "The email or password is incorrect.", **extra)
+
+
+class WrongPassword(AuthenticationError):
+    """The current password given for a re-authenticated operation is wrong."""
+
+    code = "wrong_password"
+    title = "Current password is incorrect"
+
+
+class InvalidToken(AuthenticationError):
+    code = "invalid_token"
+    title = "Invalid token"
+
+
+class TokenExpired(InvalidToken):
+    code = "token_expired"
+    title = "Token expired"
+
+
+class TokenRevoked(InvalidToken):
+    code = "token_revoked"
+    title = "Token revoked"
+
+
+class TokenReused(InvalidToken):
+    code = "token_reused"
+    title = "Refresh token reused"
+
+
+# --- one-time tokens --------------------------------------------------------------
+
+
+class OneTimeTokenError(UserMgmtError):
+    """A verification, reset or invitation token is unknown, used, expired or of another purpose."""
+
+    code = "token_invalid"
+    title = "Invalid or expired token"
+
+
+class InvitationExpired(OneTimeTokenError):
+    code = "invitation_expired"
+    title = "Invitation expired"
+
+
+# --- authorization ----------------------------------------------------------------
+
+
+class AuthorizationError(UserMgmtError):
+    code = "permission_denied"
+    title = "Permission denied"
+
+
+class PermissionDenied(AuthorizationError):
+    code = "permission_denied"
+    title = "Permission denied"
+
+
+class EmailNotVerified(AuthorizationError):
+    code = "email_not_verified"
+    title = "Email address not verified"
+
+
+class InvitationEmailMismatch(AuthorizationError):
+    code = "invitation_email_mismatch"
+    title = "Invitation is for another email address"
+
+
+# --- not found / conflicts ----------------------------------------------------------
+
+
+class NotFound(UserMgmtError):
+    """The resource does not exist, or the caller may not know that it exists."""
+
+    code = "not_found"
+    title = "Not found"
+
+    def __init__(self, resource: str = "resource", detail: str | None = None) -> None:
+        super().__init__(detail or f"{resource.capitalize()} not found.")
+        self.resource = resource
+
+
+class Conflict(UserMgmtError):
+    code = "conflict"
+    title = "Conflict"
+
+
+class EmailTaken(Conflict):
+    code = "email_taken"
+    title = "Email already registered"
+
+
+class SlugTaken(Conflict):
+    code = "slug_taken"
+    title = "Slug already taken"
+
+
+class RoleNameTaken(Conflict):
+    code = "role_name_taken"
+    title = "Role name already taken"
+
+
+class AlreadyMember(Conflict):
+    code = "already_member"
+    title = "Already a member"
+
+
+class LastOwner(Conflict):
+    code = "last_owner"
+    title = "An organization must keep at least one owner"
+
+
+class SystemRole(Conflict):
+    code = "system_role"
+    title = "System roles cannot be changed"
+
+
+class RoleInUse(Conflict):
+    code = "role_in_use"
+    title = "Role is still assigned"
+
+
+class InvitationNotPending(Conflict):
+    code = "invitation_not_pending"
+    title = "Invitation is no longer pending"
+
+
+# --- throttling, backends, configuration ------------------------------------------
+
+
+class RateLimited(UserMgmtError):
+    code = "rate_limited"
+    title = "Too many requests"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        retry_after: float = 1.0,
+        limit: int | None = None,
+        remaining: int = 0,
+        reset_after: float | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.retry_after = max(0.0, retry_after)
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_after = self.retry_after if reset_after is None else reset_after
+
+
+class BackendError(UserMgmtError):
+    code = "backend_error"
+    title = "Service unavailable"
+
+
+class BackendUnavailable(BackendError):
+    code = "backend_unavailable"
+    title = "Service unavailable"
+
+
+class TransactionConflict(BackendError):
+    """A serialization failure or deadlock; services retry these a bounded number of times."""
+
+    code = "transaction_conflict"
+    title = "Service busy"
+
+
+class EmailDeliveryError(BackendError):
+    """The email provider refused or failed; ``transient`` says whether a retry may help."""
+
+    code = "email_delivery_failed"
+    title = "Email delivery failed"
+
+    def __init__(self, detail: str | None = None, *, transient: bool = True) -> None:
+        super().__init__(detail)
+        self.transient = transient
+
+
+class ConfigurationError(UserMgmtError):
+    code = "configuration_error"
+    title = "Invalid configuration"
+
+
+class MissingDependency(ConfigurationError):
+    """An optional dependency is not installed; the message names the extra."""
+
+    code = "missing_dependency"
+    title = "Missing optional dependency"
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"{package} is not installed: install it with pip install \"usermgmt[{extra}]\""
+        )
+        self.package = package
+        self.extra_name = extra
+
+
+__all__ = [
+    "AlreadyMember",
+    "AuthenticationError",
+    "AuthorizationError",
+    "BackendError",
+    "BackendUnavailable",
+    "ConfigurationError",
+    "Conflict",
+    "EmailDeliveryError",
+    "EmailNotVerified",
+    "EmailTaken",
+    "InvalidCredentials",
+    "InvalidToken",
+    "InvitationEmailMismatch",
+    "InvitationExpired",
+    "InvitationNotPending",
+    "LastOwner",
+    "MissingDependency",
+    "NotFound",
+    "OneTimeTokenError",
+    "PasswordBreached",
+    "PasswordPolicyError",
+    "PasswordTooCommon",
+    "PasswordTooLong",
+    "PasswordTooShort",
+    "PermissionDenied",
+    "RateLimited",
+    "RoleInUse",
+    "RoleNameTaken",
+    "SlugTaken",
+    "SystemRole",
+    "TokenExpired",
+    "TokenReused",
+    "TokenRevoked",
+    "TransactionConflict",
+    "UserMgmtError",
+    "ValidationError",
+    "WrongPassword",
+]

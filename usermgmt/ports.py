@@ -1,0 +1,404 @@
+"""Ports: the small protocols every backend implements.
+
+Services depend only on these. The in-memory backends in
+:mod:`usermgmt.backends.memory` implement every one of them, and the contract
+test mixins in :mod:`usermgmt.testing.contracts` state what any implementation
+must do.
+
+Rules shared by all repositories:
+
+* they never commit; the :class:`UnitOfWork` does;
+* uniqueness is enforced by the store and reported as the domain error named in
+  the method's docstring (never check-then-insert);
+* methods documented as *atomic* are a single compare-and-set in the store
+  (``UPDATE ... WHERE ... RETURNING`` in SQL), so exactly one concurrent caller wins;
+* entities go in and come out as frozen dataclasses; a repository never hands
+  out an object the store still holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
+from uuid import UUID
+
+from usermgmt.models import (
+    AuditEvent,
+    Invitation,
+    Membership,
+    OAuthAccount,
+    OneTimeToken,
+    Organization,
+    Permission,
+    Role,
+    Session,
+    TokenPurpose,
+    User,
+)
+
+# --- repositories -------------------------------------------------------------------
+
+
+class UserRepository(Protocol):
+    def add(self, user: User) -> None:
+        """Insert a user. Raises :class:`~usermgmt.errors.EmailTaken` if the email exists (case-insensitively)."""
+
+    def get(self, user_id: UUID, *, for_update: bool = False) -> User | None:
+        """The user or None; ``for_update`` locks the row until the unit of work ends."""
+
+    def get_by_email(self, email: str) -> User | None:
+        """Look up by email, case-insensitively."""
+
+    def update(self, user: User) -> None:
+        """Replace the stored user. Raises EmailTaken if the new email belongs to another user."""
+
+    def list(self, *, email_prefix: str | None, limit: int, after: UUID | None) -> list[User]:
+        """Users ordered by id, after the cursor id, optionally by case-insensitive email prefix."""
+
+    def count(self) -> int:
+        """The number of users."""
+
+
+class OrganizationRepository(Protocol):
+    def add(self, organization: Organization) -> None:
+        """Insert. Raises :class:`~usermgmt.errors.SlugTaken` if the slug exists."""
+
+    def get(self, organization_id: UUID, *, for_update: bool = False) -> Organization | None:
+        """The organization or None; ``for_update`` locks its row (serialises membership changes)."""
+
+    def get_by_slug(self, slug: str) -> Organization | None: ...
+
+    def update(self, organization: Organization) -> None:
+        """Replace. Raises SlugTaken on a slug conflict."""
+
+    def delete(self, organization_id: UUID) -> None:
+        """Delete with its roles, memberships and invitations (audit events stay)."""
+
+    def list_ids(self) -> list[UUID]:
+        """Every organization id (used by seeding)."""
+
+
+class PermissionRepository(Protocol):
+    def ensure(self, permissions: Iterable[Permission]) -> None:
+        """Insert the permissions that are missing; idempotent."""
+
+    def list(self) -> list[Permission]:
+        """The whole catalogue, ordered by name."""
+
+
+class RoleRepository(Protocol):
+    def add(self, role: Role) -> None:
+        """Insert. Raises :class:`~usermgmt.errors.RoleNameTaken` if the name exists in the organization."""
+
+    def get(self, organization_id: UUID, role_id: UUID) -> Role | None:
+        """The role if it belongs to that organization."""
+
+    def get_by_name(self, organization_id: UUID, name: str) -> Role | None: ...
+
+    def list(self, organization_id: UUID) -> list[Role]:
+        """Roles of the organization ordered by creation (system roles first)."""
+
+    def get_many(self, organization_id: UUID, role_ids: Iterable[UUID]) -> list[Role]:
+        """Those of the ids that are roles of the organization."""
+
+    def update(self, role: Role) -> None:
+        """Replace. Raises RoleNameTaken on a name conflict."""
+
+    def delete(self, organization_id: UUID, role_id: UUID) -> None: ...
+
+    def is_assigned(self, role_id: UUID) -> bool:
+        """True if a membership or a pending invitation holds the role."""
+
+
+class MembershipRepository(Protocol):
+    def add(self, membership: Membership) -> None:
+        """Insert. Raises :class:`~usermgmt.errors.AlreadyMember` for a second (organization, user) pair."""
+
+    def get(self, organization_id: UUID, user_id: UUID) -> Membership | None: ...
+
+    def update(self, membership: Membership) -> None:
+        """Replace (roles, version)."""
+
+    def delete(self, organization_id: UUID, user_id: UUID) -> None: ...
+
+    def list_for_organization(
+        self, organization_id: UUID, *, limit: int, after: UUID | None
+    ) -> list[Membership]:
+        """Memberships ordered by id, after the cursor id."""
+
+    def list_for_user(self, user_id: UUID) -> list[Membership]:
+        """Every membership of the user, ordered by id."""
+
+    def count_with_role(self, organization_id: UUID, role_id: UUID) -> int:
+        """How many members of the organization hold the role."""
+
+
+class InvitationRepository(Protocol):
+    def add(self, invitation: Invitation) -> None: ...
+
+    def get(self, organization_id: UUID, invitation_id: UUID) -> Invitation | None: ...
+
+    def get_by_token_hash(self, token_hash: str) -> Invitation | None: ...
+
+    def list_for_organization(
+        self, organization_id: UUID, *, limit: int, after: UUID | None
+    ) -> list[Invitation]:
+        """Invitations ordered by id, after the cursor id."""
+
+    def accept(self, invitation_id: UUID, user_id: UUID, now: datetime) -> Invitation | None:
+        """Atomic: mark accepted if still pending and unexpired at ``now``; None otherwise."""
+
+    def revoke(self, invitation_id: UUID, now: datetime) -> Invitation | None:
+        """Atomic: mark revoked if neither accepted nor revoked; None otherwise."""
+
+
+class SessionRepository(Protocol):
+    def add(self, session: Session) -> None: ...
+
+    def get(self, session_id: UUID) -> Session | None: ...
+
+    def list_active_for_user(self, user_id: UUID, now: datetime) -> list[Session]:
+        """Unrevoked, unexpired sessions, newest first."""
+
+    def rotate(
+        self,
+        session_id: UUID,
+        *,
+        expected_generation: int,
+        expected_token_hash: str,
+        new_token_hash: str,
+        now: datetime,
+    ) -> Session | None:
+        """Atomic compare-and-set: advance the generation if the session is unrevoked and
+        still at ``expected_generation`` with ``expected_token_hash``; None otherwise.
+
+        Shares its row lock with :meth:`revoke` so a refresh never survives a revocation.
+        """
+
+    def revoke(self, session_id: UUID, now: datetime, reason: str) -> bool:
+        """Atomic: revoke if not yet revoked; True if this call revoked it."""
+
+    def revoke_all_for_user(
+        self, user_id: UUID, now: datetime, reason: str, *, except_id: UUID | None = None
+    ) -> list[UUID]:
+        """Revoke every unrevoked session of the user but ``except_id``; the ids revoked."""
+
+    def count_active(self, now: datetime) -> int:
+        """Active sessions across all users (the active-sessions metric)."""
+
+
+class OneTimeTokenRepository(Protocol):
+    def add(self, token: OneTimeToken) -> None: ...
+
+    def consume(self, purpose: TokenPurpose, token_hash: str, now: datetime) -> OneTimeToken | None:
+        """Atomic: mark used if of that purpose, unused and unexpired at ``now``; None otherwise."""
+
+    def find(self, purpose: TokenPurpose, token_hash: str) -> OneTimeToken | None:
+        """The token whatever its state (for diagnostics and tests)."""
+
+    def invalidate_for_user(self, user_id: UUID, purpose: TokenPurpose, now: datetime) -> int:
+        """Mark every outstanding token of the user and purpose used; how many."""
+
+
+class OAuthAccountRepository(Protocol):
+    def add(self, account: OAuthAccount) -> None:
+        """Insert. Raises Conflict if (provider, subject) is linked already."""
+
+    def get(self, provider: str, subject: str) -> OAuthAccount | None: ...
+
+    def list_for_user(self, user_id: UUID) -> list[OAuthAccount]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    organization_id: UUID | None = None
+    action: str | None = None
+    actor_user_id: UUID | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class AuditLogRepository(Protocol):
+    def add(self, event: AuditEvent) -> None:
+        """Append an event. Events are never updated."""
+
+    def list(self, query: AuditQuery, *, limit: int, before: UUID | None) -> list[AuditEvent]:
+        """Matching events newest first (by id), strictly before the cursor id."""
+
+
+class UnitOfWork(Protocol):
+    """One transaction. ``with uow:`` opens it; leaving without :meth:`commit` rolls back."""
+
+    users: UserRepository
+    organizations: OrganizationRepository
+    permissions: PermissionRepository
+    roles: RoleRepository
+    memberships: MembershipRepository
+    invitations: InvitationRepository
+    sessions: SessionRepository
+    tokens: OneTimeTokenRepository
+    oauth_accounts: OAuthAccountRepository
+    audit: AuditLogRepository
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self, *, read_only: bool = False) -> UnitOfWork:
+        """A new unit of work; ``read_only`` ones may be served by a read replica."""
+
+    def check(self) -> None:
+        """Raise BackendUnavailable if the store cannot be reached (health checks)."""
+
+
+# --- cache, rate limiting, lockout, revocation -------------------------------------
+
+
+class Cache(Protocol):
+    """A shared string cache. Failures raise :class:`~usermgmt.errors.BackendUnavailable`."""
+
+    def get(self, key: str) -> str | None: ...
+
+    def get_many(self, keys: Sequence[str]) -> list[str | None]: ...
+
+    def set(self, key: str, value: str, ttl: float | None = None) -> None: ...
+
+    def delete(self, *keys: str) -> None: ...
+
+    def incr(self, key: str, ttl: float | None = None) -> int:
+        """Atomically add one (a missing key counts from 0); ``ttl`` applies when the key is new."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitResult:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: float  # seconds until the window frees a slot
+
+
+class RateLimiter(Protocol):
+    def hit(self, key: str, *, limit: int, window_seconds: float, cost: int = 1) -> RateLimitResult:
+        """Count a hit against ``limit`` per window, atomically; refused hits are not counted."""
+
+    def reset(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptDecision:
+    allowed: bool
+    retry_after: float = 0.0
+
+
+class AttemptCounter(Protocol):
+    """Per-account login lockout, atomic across threads and processes.
+
+    ``acquire`` reserves an attempt *before* the password is checked, so parallel
+    requests can never run more verifications than the threshold (CVE-2024-4629).
+    """
+
+    def acquire(self, key: str) -> AttemptDecision:
+        """Reserve an attempt, or refuse while locked or while the threshold is reserved."""
+
+    def record_failure(self, key: str) -> float | None:
+        """A reserved attempt failed; the lock duration in seconds if this locked the key."""
+
+    def record_success(self, key: str) -> None:
+        """A reserved attempt succeeded: forget the failures and the backoff level."""
+
+    def reset(self, key: str) -> None: ...
+
+
+class RevocationStore(Protocol):
+    """Fast check that an access token's session was revoked (logout, password change...)."""
+
+    def revoke(self, session_ids: Iterable[UUID], ttl_seconds: float) -> None: ...
+
+    def is_revoked(self, session_id: UUID) -> bool:
+        """Raises BackendUnavailable when unsure: callers then ask the database, never assume valid."""
+
+
+# --- email, blobs, queue ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EmailMessage:
+    to: str
+    subject: str
+    text: str
+    template: str
+    html: str | None = None
+    sender: str | None = None
+
+
+class EmailSender(Protocol):
+    def send(self, message: EmailMessage) -> None:
+        """Deliver or raise :class:`~usermgmt.errors.EmailDeliveryError` (``transient`` says if a retry helps)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    key: str
+    size: int
+    sha256: str
+    content_type: str
+
+
+class BlobStorage(Protocol):
+    """Write-once object storage (audit archives). Keys are never overwritten."""
+
+    def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> BlobInfo:
+        """Store; storing identical bytes again is a no-op, different bytes raise Conflict."""
+
+    def head(self, key: str) -> BlobInfo | None: ...
+
+    def get(self, key: str) -> bytes:
+        """The bytes; raises NotFound."""
+
+    def list(self, prefix: str = "") -> list[BlobInfo]: ...
+
+
+class TaskQueue(Protocol):
+    def enqueue(self, task: str, payload: Mapping[str, Any], *, queue: str = "email") -> str:
+        """Schedule a registered task by name; returns a job id. Never runs it in the caller's transaction."""
+
+
+# --- security primitives -----------------------------------------------------------------
+
+
+class PasswordHasher(Protocol):
+    def hash(self, password: str) -> str: ...
+
+    def verify(self, password: str, hashed: str) -> bool:
+        """Constant-time verification; False (never an exception) for a malformed hash."""
+
+    def needs_rehash(self, hashed: str) -> bool:
+        """True when the hash uses an outdated scheme or parameters."""
+
+    def dummy_verify(self, password: str) -> None:
+        """One verification of the same cost against a dummy hash (for unknown users)."""
+
+
+@runtime_checkable
+class BreachChecker(Protocol):
+    def is_breached(self, password: str) -> bool:
+        """True if the password is known from a breach corpus."""
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""

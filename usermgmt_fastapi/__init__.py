@@ -1,0 +1,1 @@
+"""FastAPI adapter for usermgmt (arrives with the adapters issue)."""

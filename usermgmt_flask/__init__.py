@@ -1,0 +1,1 @@
+"""Flask adapter for usermgmt (arrives with the adapters issue)."""
