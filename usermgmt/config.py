@@ -107,6 +107,7 @@ class Settings(BaseSettings):
 
     # --- application ---------------------------------------------------------------------
     app_url: str = "http://localhost:8000"
+    app_name: str = Field(default="usermgmt", min_length=1, max_length=100)
     environment: Environment = Field(
         default="development", validation_alias=AliasChoices("environment", "node_env")
     )

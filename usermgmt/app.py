@@ -1,0 +1,200 @@
+"""The composition root: Settings → backends → services.
+
+::
+
+    um = UserManagement(Settings())     # from the environment
+    um = UserManagement.in_memory()     # every backend in memory, for tests
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from usermgmt.backends import Backends, build_backends
+from usermgmt.clock import FakeClock, SystemClock
+from usermgmt.config import Settings
+from usermgmt.email.rendering import EmailRenderer
+from usermgmt.errors import ConfigurationError
+from usermgmt.models import Permission
+from usermgmt.permissions import PermissionRegistry
+from usermgmt.ports import BreachChecker, Clock, EmailMessage, PasswordHasher
+from usermgmt.security.jwt import TokenCodecs
+from usermgmt.security.limits import BuiltinLimits
+from usermgmt.security.passwords import PasslibHasher, PasswordPolicy
+from usermgmt.services.admin import AdminService
+from usermgmt.services.audit import AuditService
+from usermgmt.services.auth import AuthService
+from usermgmt.services.authorization import AuthorizationService
+from usermgmt.services.base import Kernel
+from usermgmt.services.invitations import InvitationService
+from usermgmt.services.members import MembershipService
+from usermgmt.services.notifications import SEND_EMAIL_TASK, Notifier
+from usermgmt.services.organizations import OrganizationService
+from usermgmt.services.roles import RoleService
+from usermgmt.services.users import UserService
+
+logger = logging.getLogger("usermgmt")
+
+Task = Callable[[Mapping[str, Any]], None]
+
+
+class UserManagement:
+    """Everything usermgmt does, for one application.
+
+    Services: :attr:`users`, :attr:`auth`, :attr:`organizations`, :attr:`members`,
+    :attr:`invitations`, :attr:`roles`, :attr:`authz`, :attr:`audit`, :attr:`admin`.
+    Thread-safe: build one per process and share it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        backends: Backends | None = None,
+        clock: Clock | None = None,
+        hasher: PasswordHasher | None = None,
+        breach_checker: BreachChecker | None = None,
+        email_template_dirs: Sequence[str | os.PathLike[str]] = (),
+        permissions: Iterable[str | tuple[str, str]] = (),
+        limits: BuiltinLimits | None = None,
+        on_login: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else Settings()
+        self.clock: Clock = clock or SystemClock()
+        self._tasks: dict[str, Task] = {SEND_EMAIL_TASK: self._send_email}
+        self.backends = backends or build_backends(self.settings, self.clock, self.run_task)
+        self.registry = PermissionRegistry(self.settings.app_permissions)
+        for item in permissions:
+            name, description = (item, "") if isinstance(item, str) else item
+            self.registry.register(name, description)
+        renderer = EmailRenderer(
+            template_dirs=email_template_dirs, defaults={"app_name": self.settings.app_name}
+        )
+        self.hasher: PasswordHasher = hasher or PasslibHasher.from_settings(self.settings)
+        b = self.backends
+        self.kernel = Kernel(
+            settings=self.settings,
+            uow=b.uow,
+            clock=self.clock,
+            hasher=self.hasher,
+            policy=PasswordPolicy.from_settings(self.settings, breach_checker=breach_checker),
+            codecs=TokenCodecs.from_settings(self.settings),
+            cache=b.cache,
+            limiter=b.rate_limiter,
+            attempts=b.attempts,
+            revocations=b.revocations,
+            notifier=Notifier(self.settings, b.queue, renderer),
+            registry=self.registry,
+            limits=limits or BuiltinLimits(),
+        )
+        k = self.kernel
+        self.authz = AuthorizationService(k)
+        self.auth = AuthService(k, on_login=on_login)
+        self.users = UserService(k)
+        self.admin = AdminService(k, self.users)
+        self.organizations = OrganizationService(k, self.authz)
+        self.members = MembershipService(k, self.authz)
+        self.invitations = InvitationService(k, self.authz)
+        self.roles = RoleService(k, self.authz)
+        self.audit = AuditService(k, self.authz)
+
+    # --- constructors ---------------------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> UserManagement:
+        """``UserManagement(Settings(), **kwargs)``: configuration from the environment."""
+        return cls(Settings(), **kwargs)
+
+    @classmethod
+    def in_memory(
+        cls,
+        settings: Settings | None = None,
+        *,
+        clock: Clock | None = None,
+        **kwargs: Any,
+    ) -> UserManagement:
+        """Every backend in memory (no server, no network), a cheap argon2 profile,
+        emails in an outbox (:attr:`outbox`) and jobs run at once. For tests.
+
+        Pass ``clock=FakeClock()`` to control time; setting overrides go in ``settings``
+        (built with :meth:`Settings.for_tests`).
+        """
+        settings = settings or Settings.for_tests()
+        if settings.is_production:
+            raise ConfigurationError("UserManagement.in_memory() is not for production")
+        if not settings.database_url.startswith("memory:"):
+            settings = settings.model_copy(update={"database_url": "memory://"})
+        um = cls(settings, clock=clock, **kwargs)
+        um.seed()
+        return um
+
+    # --- application hooks -----------------------------------------------------------------
+
+    def register_permission(self, name: str, description: str = "") -> Permission:
+        """Add an application permission (``resource:action``) to the catalogue.
+
+        Owners and admins hold it at once. Raises ValidationError for a malformed name.
+        """
+        permission = self.registry.register(name, description)
+        return permission
+
+    def register_task(self, name: str, task: Task) -> None:
+        """Make a task runnable by the queue (workers must register the same ones)."""
+        self._tasks[name] = task
+
+    def run_task(self, name: str, payload: Mapping[str, Any]) -> None:
+        """Execute a queued task by name (what queue workers call)."""
+        try:
+            task = self._tasks[name]
+        except KeyError:
+            raise ConfigurationError(f"unknown task {name!r}") from None
+        task(payload)
+
+    def seed(self) -> None:
+        """Store the permission catalogue and create missing system roles (idempotent)."""
+        self.kernel.write(lambda uow: uow.permissions.ensure(self.registry.all()))
+        self.organizations.ensure_system_roles()
+
+    # --- conveniences --------------------------------------------------------------------------
+
+    @property
+    def outbox(self) -> Any:
+        """The in-memory email outbox (a MemoryEmailSender), when email goes there."""
+        from usermgmt.backends.memory import MemoryEmailSender
+
+        if not isinstance(self.backends.email, MemoryEmailSender):
+            raise ConfigurationError("the outbox exists only with EMAIL_PROVIDER=memory")
+        return self.backends.email
+
+    @property
+    def fake_clock(self) -> FakeClock:
+        """The FakeClock given at construction (tests)."""
+        if not isinstance(self.clock, FakeClock):
+            raise ConfigurationError("this UserManagement runs on the system clock")
+        return self.clock
+
+    def with_backends(self, **changes: Any) -> Backends:
+        """A copy of the backends with some replaced (for building a variant)."""
+        return dataclasses.replace(self.backends, **changes)
+
+    def close(self) -> None:
+        """Stop background workers of the in-process queue, if any."""
+        close = getattr(self.backends.queue, "close", None)
+        if callable(close):
+            close()
+
+    def _send_email(self, payload: Mapping[str, Any]) -> None:
+        self.backends.email.send(
+            EmailMessage(
+                to=str(payload["to"]),
+                subject=str(payload["subject"]),
+                text=str(payload["text"]),
+                html=None if payload.get("html") is None else str(payload["html"]),
+                template=str(payload.get("template", "")),
+                sender=self.settings.email_from,
+            )
+        )

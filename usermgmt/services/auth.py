@@ -1,0 +1,417 @@
+"""Authentication: login, refresh-token rotation, logout, access-token verification.
+
+Sessions are refresh-token families. A refresh token is a JWT (``typ=refresh``,
+its own key and audience) naming its session and generation; the session row
+stores the generation and the SHA-256 of the current token. Refreshing is a
+compare-and-set on (generation, hash): exactly one concurrent caller wins. A
+token of an older generation is a reuse: the whole family is revoked. The loser
+of a concurrent refresh race is treated the same way (strict: no grace window),
+so a leaked token racing its owner kills the session for both.
+
+Access tokens name their session (``sid``); revoking a session therefore kills
+its access tokens at once, checked through the fast revocation store or, when
+that is absent or failing, the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from usermgmt.errors import (
+    BackendUnavailable,
+    EmailNotVerified,
+    InvalidCredentials,
+    InvalidToken,
+    NotFound,
+    PasswordTooLong,
+    TokenExpired,
+    TokenReused,
+    TokenRevoked,
+)
+from usermgmt.ids import new_id
+from usermgmt.models import AccessClaims, RequestContext, Session, TokenPair, User
+from usermgmt.ports import UnitOfWork
+from usermgmt.schemas import LoginIn, RefreshIn, normalize_email, parse
+from usermgmt.security.opaque import new_token
+from usermgmt.services.base import CommitThenRaise, Kernel
+
+logger = logging.getLogger("usermgmt.auth")
+
+class PasswordResetRequired(InvalidCredentials):
+    """An administrator flagged the account: only a password reset lets the user in."""
+
+    code = "password_reset_required"
+    title = "Password reset required"
+
+
+def digest(token: str) -> str:
+    """SHA-256 (hex) of a refresh token: the only form the session row keeps."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def lockout_key(email: str) -> str:
+    """Counter key of an account: the normalised address, whether or not it exists."""
+    return "login:" + normalize_email(email)
+
+
+class AuthService:
+    def __init__(self, kernel: Kernel, on_login: Callable[[str], None] | None = None) -> None:
+        self._k = kernel
+        self._on_login = on_login
+
+    # --- login ---------------------------------------------------------------------------
+
+    def login(self, email: str, password: str, ctx: RequestContext | None = None) -> TokenPair:
+        """Check the password and open a new session.
+
+        Raises InvalidCredentials (same body for unknown, wrong, inactive and
+        locked accounts), EmailNotVerified / PasswordResetRequired (only after a
+        correct password), RateLimited (per-IP throttle), ValidationError.
+        """
+        data = parse(LoginIn, email=email, password=password)
+        k = self._k
+        if len(data.password) > k.settings.password_max_length:
+            raise PasswordTooLong(
+                f"Passwords are at most {k.settings.password_max_length} characters."
+            )
+        k.throttle("login:ip", ctx.ip if ctx else None, k.limits.login_per_ip)
+        key = lockout_key(data.email)
+        decision = k.attempts.acquire(key)
+        if not decision.allowed:
+            self._failed(None, data.email, "locked", ctx, locked_for=None)
+            raise InvalidCredentials()
+
+        user = k.read(lambda uow: uow.users.get_by_email(data.email))
+        ok = False
+        reason = "unknown_user"
+        if user is None or user.password_hash is None:
+            k.hasher.dummy_verify(data.password)  # one verification of equal cost
+            reason = "unknown_user" if user is None else "no_password"
+        else:
+            ok = k.hasher.verify(data.password, user.password_hash)
+            reason = "wrong_password"
+            if ok and not user.is_active:
+                ok, reason = False, "inactive"
+        if not ok or user is None:
+            locked_for = k.attempts.record_failure(key)
+            self._failed(user, data.email, reason, ctx, locked_for=locked_for)
+            raise InvalidCredentials()
+
+        k.attempts.record_success(key)
+        if user.must_reset_password:
+            self._count("reset_required")
+            raise PasswordResetRequired(
+                "An administrator requires a password reset before the next sign-in."
+            )
+        if k.settings.require_verified_email and not user.is_verified:
+            self._count("unverified")
+            raise EmailNotVerified("Verify your email address before signing in.")
+        new_hash = (
+            k.hasher.hash(data.password)
+            if user.password_hash is not None and k.hasher.needs_rehash(user.password_hash)
+            else None
+        )
+
+        def body(uow: UnitOfWork) -> TokenPair:
+            current = uow.users.get(user.id, for_update=True)
+            if current is None or not current.is_active:
+                raise InvalidCredentials()
+            now = k.now()
+            updated = replace(current, last_login_at=now, updated_at=now)
+            if new_hash:
+                updated = replace(updated, password_hash=new_hash)
+            uow.users.update(updated)
+            pair = self.open_session(uow, updated, ctx)
+            k.audit(
+                uow,
+                "user.login",
+                ctx,
+                actor=user.id,
+                target_type="session",
+                target_id=pair.session_id,
+                rehashed=True if new_hash else None,
+            )
+            return pair
+
+        pair = k.write(body)
+        self._count("success")
+        return pair
+
+    def _failed(
+        self,
+        user: User | None,
+        email: str,
+        reason: str,
+        ctx: RequestContext | None,
+        *,
+        locked_for: float | None,
+    ) -> None:
+        def body(uow: UnitOfWork) -> None:
+            actor = None if user is None else user.id
+            self._k.audit(
+                uow,
+                "user.login_failed",
+                ctx,
+                actor=actor,
+                target_type="user",
+                target_id=actor,
+                email=normalize_email(email)[:254],
+                reason=reason,
+            )
+            if locked_for:
+                self._k.audit(
+                    uow,
+                    "user.locked",
+                    ctx,
+                    actor=actor,
+                    target_type="user",
+                    target_id=actor,
+                    email=normalize_email(email)[:254],
+                    seconds=int(locked_for),
+                )
+
+        self._k.write(body)
+        self._count("locked" if reason == "locked" else "failure")
+
+    def _count(self, result: str) -> None:
+        if self._on_login is not None:
+            self._on_login(result)
+
+    # --- sessions ---------------------------------------------------------------------------
+
+    def open_session(self, uow: UnitOfWork, user: User, ctx: RequestContext | None) -> TokenPair:
+        """Create a session (refresh-token family) for ``user`` inside ``uow``; new tokens.
+
+        Used by password login and by the OAuth exchange; every sign-in gets a new family.
+        """
+        k, now = self._k, self._k.now()
+        session_id = new_id()
+        expires_at = now + timedelta(seconds=k.settings.refresh_token_ttl_seconds)
+        refresh = self._refresh_token(user.id, session_id, 1, now, expires_at)
+        uow.sessions.add(
+            Session(
+                id=session_id,
+                user_id=user.id,
+                token_hash=digest(refresh),
+                created_at=now,
+                last_used_at=now,
+                expires_at=expires_at,
+                generation=1,
+                ip=None if ctx is None else ctx.ip,
+                user_agent=None if ctx is None or ctx.user_agent is None else ctx.user_agent[:512],
+            )
+        )
+        return TokenPair(
+            access_token=self._access_token(user.id, session_id, now),
+            refresh_token=refresh,
+            expires_in=k.settings.access_token_ttl_seconds,
+            session_id=session_id,
+        )
+
+    def refresh(self, refresh_token: str, ctx: RequestContext | None = None) -> TokenPair:
+        """Rotate: the presented token dies, a new pair is returned.
+
+        Raises InvalidToken / TokenExpired / TokenRevoked, and TokenReused when an
+        already-rotated token comes back (the whole session is then revoked).
+        """
+        data = parse(RefreshIn, refresh_token=refresh_token)
+        k = self._k
+        k.throttle("refresh:ip", ctx.ip if ctx else None, k.limits.refresh_per_ip)
+        claims = k.codecs.refresh.decode(data.refresh_token, typ="refresh")
+        try:
+            session_id = uuid.UUID(str(claims["sid"]))
+            generation = int(claims["gen"])
+        except (KeyError, TypeError, ValueError):
+            raise InvalidToken("Invalid token.") from None
+        presented = digest(data.refresh_token)
+        revoked: list[UUID] = []
+
+        def body(uow: UnitOfWork) -> TokenPair:
+            now = k.now()
+            session = uow.sessions.get(session_id)
+            if session is None or str(session.user_id) != str(claims.get("sub")):
+                raise InvalidToken("Invalid token.")
+            if session.revoked_at is not None:
+                raise TokenRevoked("This session has ended.")
+            if session.expires_at <= now:
+                raise TokenExpired("This session has expired.")
+            if now - session.last_used_at > timedelta(
+                seconds=k.settings.refresh_token_idle_ttl_seconds
+            ):
+                self._revoke(uow, session.id, "idle", revoked)
+                raise CommitThenRaise(TokenExpired("This session has expired."))
+            user = uow.users.get(session.user_id)
+            if user is None or not user.is_active:
+                self._revoke(uow, session.id, "user_inactive", revoked)
+                raise CommitThenRaise(InvalidToken("Invalid token."))
+            if generation > session.generation:
+                raise InvalidToken("Invalid token.")
+            if generation == session.generation and hmac.compare_digest(
+                presented, session.token_hash
+            ):
+                new_refresh = self._refresh_token(
+                    user.id, session.id, generation + 1, now, session.expires_at
+                )
+                rotated = uow.sessions.rotate(
+                    session.id,
+                    expected_generation=generation,
+                    expected_token_hash=presented,
+                    new_token_hash=digest(new_refresh),
+                    now=now,
+                )
+                if rotated is not None:
+                    k.audit(
+                        uow,
+                        "session.refreshed",
+                        ctx,
+                        actor=user.id,
+                        target_type="session",
+                        target_id=session.id,
+                        generation=generation + 1,
+                    )
+                    return TokenPair(
+                        access_token=self._access_token(user.id, session.id, now),
+                        refresh_token=new_refresh,
+                        expires_in=k.settings.access_token_ttl_seconds,
+                        session_id=session.id,
+                    )
+            # an older generation, or the loser of a concurrent rotation: reuse
+            self._revoke(uow, session.id, "reuse", revoked)
+            k.audit(
+                uow,
+                "session.refresh_token_reuse_detected",
+                ctx,
+                actor=user.id,
+                target_type="session",
+                target_id=session.id,
+                presented_generation=generation,
+            )
+            raise CommitThenRaise(
+                TokenReused("This refresh token was already used; the session is revoked.")
+            )
+
+        try:
+            return k.write(body)
+        finally:
+            k.push_revocations(revoked)
+
+    def _revoke(self, uow: UnitOfWork, session_id: UUID, reason: str, out: list[UUID]) -> None:
+        if uow.sessions.revoke(session_id, self._k.now(), reason):
+            out.append(session_id)
+
+    def logout(
+        self, user_id: UUID, session_id: UUID, ctx: RequestContext | None = None
+    ) -> None:
+        """End one session of the user (its refresh and access tokens stop working)."""
+        k = self._k
+        revoked: list[UUID] = []
+
+        def body(uow: UnitOfWork) -> None:
+            session = uow.sessions.get(session_id)
+            if session is None or session.user_id != user_id:
+                raise NotFound("session")
+            self._revoke(uow, session_id, "logout", revoked)
+            k.audit(uow, "user.logout", ctx, actor=user_id, target_type="session", target_id=session_id)
+
+        k.write(body)
+        k.push_revocations(revoked)
+
+    def logout_all(self, user_id: UUID, ctx: RequestContext | None = None) -> int:
+        """End every session of the user; how many were active."""
+        k = self._k
+
+        def body(uow: UnitOfWork) -> list[UUID]:
+            ids = uow.sessions.revoke_all_for_user(user_id, k.now(), "logout_all")
+            k.audit(
+                uow, "user.logout_all", ctx, actor=user_id, target_type="user",
+                target_id=user_id, sessions=len(ids),
+            )
+            return ids
+
+        ids = k.write(body)
+        k.push_revocations(ids)
+        return len(ids)
+
+    # --- access tokens -------------------------------------------------------------------------
+
+    def verify_access_token(self, token: str) -> AccessClaims:
+        """Verify signature, claims and revocation. Raises InvalidToken / TokenExpired / TokenRevoked."""
+        k = self._k
+        if not isinstance(token, str):
+            raise InvalidToken("Invalid token.")
+        claims = k.codecs.access.decode(token, typ="access")
+        try:
+            session_id = uuid.UUID(claims["sid"])
+            user_id = uuid.UUID(claims["sub"])
+            result = AccessClaims(
+                user_id=user_id,
+                session_id=session_id,
+                issued_at=int(claims["iat"]),
+                expires_at=int(claims["exp"]),
+                token_id=str(claims["jti"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise InvalidToken("Invalid token.") from None
+        if self._is_revoked(session_id):
+            raise TokenRevoked("This session has ended.")
+        return result
+
+    def authenticate(self, token: str) -> User:
+        """The active user an access token belongs to. Raises InvalidToken and subclasses."""
+        claims = self.verify_access_token(token)
+        user = self._k.read(lambda uow: uow.users.get(claims.user_id), replica=True)
+        if user is None or not user.is_active:
+            raise InvalidToken("Invalid token.")
+        return user
+
+    def _is_revoked(self, session_id: UUID) -> bool:
+        store = self._k.revocations
+        if store is not None:
+            try:
+                return store.is_revoked(session_id)
+            except BackendUnavailable:
+                logger.warning("revocation store unavailable: checking the database")
+        session = self._k.read(lambda uow: uow.sessions.get(session_id))
+        return session is None or session.revoked_at is not None
+
+    # --- token minting -------------------------------------------------------------------------
+
+    def _access_token(self, user_id: UUID, session_id: UUID, now: datetime) -> str:
+        s = self._k.settings
+        iat = int(now.timestamp())
+        return self._k.codecs.access.encode(
+            {
+                "sub": str(user_id),
+                "sid": str(session_id),
+                "typ": "access",
+                "iat": iat,
+                "nbf": iat,
+                "exp": iat + s.access_token_ttl_seconds,
+                "jti": uuid.uuid4().hex,
+            }
+        )
+
+    def _refresh_token(
+        self, user_id: UUID, session_id: UUID, generation: int, now: datetime, family_expiry: datetime
+    ) -> str:
+        s = self._k.settings
+        iat = int(now.timestamp())
+        exp = min(iat + s.refresh_token_idle_ttl_seconds, int(family_expiry.timestamp()))
+        return self._k.codecs.refresh.encode(
+            {
+                "sub": str(user_id),
+                "sid": str(session_id),
+                "gen": generation,
+                "typ": "refresh",
+                "iat": iat,
+                "exp": exp,
+                "jti": new_token(),
+            }
+        )

@@ -1,0 +1,185 @@
+"""Authorization: a user's effective permissions in an organization, cached and versioned.
+
+The cache is never the source of truth. Each organization has a version key;
+every role or membership change deletes it *after* its commit, so the next read
+picks a fresh version and older entries become unreachable. Entries carry the
+version they were computed under, so one ``get_many`` answers a check. When the
+cache fails, checks read the database (slower, never wrong).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from uuid import UUID
+
+from usermgmt.errors import BackendUnavailable, NotFound, PermissionDenied
+from usermgmt.models import EffectivePermissions, RequestContext, Role
+from usermgmt.permissions import SYSTEM_ROLES
+from usermgmt.ports import UnitOfWork
+from usermgmt.services.base import Kernel
+
+logger = logging.getLogger("usermgmt.authz")
+
+ENTRY_TTL_SECONDS = 300.0
+VERSION_TTL_SECONDS = 86400.0
+_NOT_MEMBER = "-"
+_MEMO_LIMIT = 4096
+
+
+def _version_key(org_id: UUID) -> str:
+    return f"um:{{o:{org_id}}}:v"
+
+
+def _entry_key(org_id: UUID, user_id: UUID) -> str:
+    return f"um:{{o:{org_id}}}:u:{user_id}"
+
+
+class AuthorizationService:
+    """Answers "may this user do that in this organization?"."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self._k = kernel
+        # decoded cache values: the same string always decodes to the same answer
+        self._memo: dict[str, tuple[frozenset[str], frozenset[str]] | None] = {}
+
+    # --- public API --------------------------------------------------------------------
+
+    def effective(self, user_id: UUID, organization_id: UUID) -> EffectivePermissions | None:
+        """The user's permissions and role names there, or None if not a member."""
+        decoded = self._lookup(user_id, organization_id)
+        if decoded is None:
+            return None
+        permissions, roles = decoded
+        return EffectivePermissions(organization_id, user_id, permissions, roles)
+
+    def has_permission(self, user_id: UUID, organization_id: UUID, permission: str) -> bool:
+        """True if the user is a member holding ``permission`` (through any of their roles)."""
+        decoded = self._lookup(user_id, organization_id)
+        return decoded is not None and permission in decoded[0]
+
+    def require(
+        self,
+        user_id: UUID,
+        organization_id: UUID,
+        permission: str,
+        ctx: RequestContext | None = None,
+    ) -> EffectivePermissions:
+        """The user's permissions if they include ``permission``.
+
+        Raises NotFound("organization") for outsiders (no existence leak) and
+        PermissionDenied for members without the permission (audited).
+        """
+        eff = self.effective(user_id, organization_id)
+        if eff is None:
+            raise NotFound("organization")
+        if permission not in eff.permissions:
+            self._k.write(
+                lambda uow: self._k.audit(
+                    uow,
+                    "authorization.denied",
+                    ctx,
+                    actor=user_id,
+                    org=organization_id,
+                    permission=permission,
+                )
+            )
+            raise PermissionDenied(f"Missing permission {permission!r}.", permission=permission)
+        return eff
+
+    def require_member(self, user_id: UUID, organization_id: UUID) -> EffectivePermissions:
+        """The user's permissions if they are a member; NotFound("organization") otherwise."""
+        eff = self.effective(user_id, organization_id)
+        if eff is None:
+            raise NotFound("organization")
+        return eff
+
+    def invalidate(self, organization_id: UUID) -> None:
+        """Forget every cached answer for the organization (call after commit)."""
+        if self._k.cache is None:
+            return
+        try:
+            self._k.cache.delete(_version_key(organization_id))
+        except BackendUnavailable:
+            logger.error("permission cache unavailable: could not invalidate organization")
+
+    def compute(
+        self, uow: UnitOfWork, user_id: UUID, organization_id: UUID
+    ) -> tuple[frozenset[str], frozenset[str]] | None:
+        """Read the answer from the database inside ``uow`` (no cache)."""
+        membership = uow.memberships.get(organization_id, user_id)
+        if membership is None:
+            return None
+        roles = uow.roles.get_many(organization_id, membership.role_ids)
+        return self.permissions_of(roles), frozenset(role.name for role in roles)
+
+    def permissions_of(self, roles: list[Role]) -> frozenset[str]:
+        """The union of the roles' permissions (system roles follow the live catalogue)."""
+        granted: set[str] = set()
+        for role in roles:
+            if role.is_system and role.name in SYSTEM_ROLES:
+                granted |= self._k.registry.system_role_permissions(role.name)
+            else:
+                granted |= role.permissions
+        return frozenset(granted)
+
+    # --- cache ---------------------------------------------------------------------------
+
+    def _lookup(
+        self, user_id: UUID, organization_id: UUID
+    ) -> tuple[frozenset[str], frozenset[str]] | None:
+        cache = self._k.cache
+        if cache is None:
+            return self._from_db(user_id, organization_id)
+        vkey, ekey = _version_key(organization_id), _entry_key(organization_id, user_id)
+        try:
+            version, entry = cache.get_many((vkey, ekey))
+        except BackendUnavailable:
+            return self._from_db(user_id, organization_id)
+        if version is not None and entry is not None:
+            head, _, body = entry.partition("|")
+            if head == version:
+                memo = self._memo
+                if body in memo:
+                    return memo[body]
+                return self._remember(body)
+        if version is None:
+            version = f"{time.time_ns():x}{secrets.token_hex(4)}"
+            try:
+                cache.set(vkey, version, VERSION_TTL_SECONDS)
+            except BackendUnavailable:
+                return self._from_db(user_id, organization_id)
+        answer = self._from_db(user_id, organization_id)
+        body = _encode(answer)
+        try:
+            cache.set(ekey, f"{version}|{body}", ENTRY_TTL_SECONDS)
+        except BackendUnavailable:
+            logger.warning("permission cache unavailable: serving from the database")
+        return answer
+
+    def _from_db(
+        self, user_id: UUID, organization_id: UUID
+    ) -> tuple[frozenset[str], frozenset[str]] | None:
+        return self._k.read(lambda uow: self.compute(uow, user_id, organization_id), replica=False)
+
+    def _remember(self, body: str) -> tuple[frozenset[str], frozenset[str]] | None:
+        decoded = _decode(body)
+        if len(self._memo) >= _MEMO_LIMIT:
+            self._memo.clear()
+        self._memo[body] = decoded
+        return decoded
+
+
+def _encode(answer: tuple[frozenset[str], frozenset[str]] | None) -> str:
+    if answer is None:
+        return _NOT_MEMBER
+    permissions, roles = answer
+    return " ".join(sorted(permissions)) + "|" + "\x1f".join(sorted(roles))
+
+
+def _decode(body: str) -> tuple[frozenset[str], frozenset[str]] | None:
+    if body == _NOT_MEMBER:
+        return None
+    permissions, _, roles = body.partition("|")
+    return frozenset(permissions.split()), frozenset(r for r in roles.split("\x1f") if r)
