@@ -75,6 +75,9 @@ class UserManagement:
             template_dirs=email_template_dirs, defaults={"app_name": self.settings.app_name}
         )
         self.hasher: PasswordHasher = hasher or PasslibHasher.from_settings(self.settings)
+        warm_up = getattr(self.hasher, "warm_up", None)
+        if callable(warm_up):
+            warm_up()  # compute the dummy hash now, not on the first unknown-user login
         b = self.backends
         self.kernel = Kernel(
             settings=self.settings,
@@ -82,7 +85,7 @@ class UserManagement:
             clock=self.clock,
             hasher=self.hasher,
             policy=PasswordPolicy.from_settings(self.settings, breach_checker=breach_checker),
-            codecs=TokenCodecs.from_settings(self.settings),
+            codecs=TokenCodecs.from_settings(self.settings, clock=self.clock),
             cache=b.cache,
             limiter=b.rate_limiter,
             attempts=b.attempts,
@@ -139,8 +142,7 @@ class UserManagement:
 
         Owners and admins hold it at once. Raises ValidationError for a malformed name.
         """
-        permission = self.registry.register(name, description)
-        return permission
+        return self.registry.register(name, description)
 
     def register_task(self, name: str, task: Task) -> None:
         """Make a task runnable by the queue (workers must register the same ones)."""

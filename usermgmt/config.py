@@ -97,6 +97,7 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None
     jwt_refresh_secret: SecretStr | None = None
     jwt_previous_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    jwt_refresh_previous_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     jwt_issuer: str = Field(default="usermgmt", min_length=1, max_length=255)
     jwt_audience: str = Field(default="usermgmt", min_length=1, max_length=255)
@@ -187,6 +188,7 @@ class Settings(BaseSettings):
         "oauth_redirect_urls",
         "trusted_proxies",
         "jwt_previous_secrets",
+        "jwt_refresh_previous_secrets",
         mode="before",
     )
     @classmethod
@@ -305,12 +307,17 @@ class Settings(BaseSettings):
                     "survive a restart or work across processes",
                     name.upper(),
                 )
-                setattr(self, name, SecretStr(secrets.token_urlsafe(48)))
+                setattr(self, name, SecretStr(secrets.token_urlsafe(64)))
                 continue
-            _check_secret_value(name.upper(), secret.get_secret_value())
+            _check_secret_value(name.upper(), secret.get_secret_value(), self.jwt_algorithm)
         for old in self.jwt_previous_secrets:
-            _check_secret_value("JWT_PREVIOUS_SECRETS", old.get_secret_value())
-        assert self.jwt_secret is not None and self.jwt_refresh_secret is not None  # noqa: S101
+            _check_secret_value("JWT_PREVIOUS_SECRETS", old.get_secret_value(), self.jwt_algorithm)
+        for old in self.jwt_refresh_previous_secrets:
+            _check_secret_value(
+                "JWT_REFRESH_PREVIOUS_SECRETS", old.get_secret_value(), self.jwt_algorithm
+            )
+        if self.jwt_secret is None or self.jwt_refresh_secret is None:  # pragma: no cover
+            raise ValueError("JWT secrets missing")
         if self.jwt_secret.get_secret_value() == self.jwt_refresh_secret.get_secret_value():
             raise ValueError("JWT_SECRET and JWT_REFRESH_SECRET must be different")
 
@@ -362,12 +369,18 @@ class Settings(BaseSettings):
         return cls(_env_file=None, **values)
 
 
-def _check_secret_value(name: str, value: str) -> None:
-    if len(value) < 32:
-        raise ValueError(f"{name} must be at least 32 characters long")
+_MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+
+
+def _check_secret_value(name: str, value: str, algorithm: str) -> None:
+    minimum = _MIN_SECRET_BYTES.get(algorithm, 32)
+    if len(value.encode()) < minimum:
+        raise ValueError(f"{name} must be at least {minimum} characters long for {algorithm}")
     lowered = value.lower()
     if lowered in _SAMPLE_SECRETS or any(marker in lowered for marker in _SAMPLE_MARKERS):
-        raise ValueError(f"{name} is a sample value; generate one (python -c 'import secrets; print(secrets.token_urlsafe(48))')")
+        raise ValueError(
+            f"{name} is a sample value; generate one (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
     if len(set(value)) < 8:
         raise ValueError(f"{name} has too little variety to be a secret")
 

@@ -18,6 +18,7 @@ Rules shared by all repositories:
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,7 +56,9 @@ class UserRepository(Protocol):
     def update(self, user: User) -> None:
         """Replace the stored user. Raises EmailTaken if the new email belongs to another user."""
 
-    def list(self, *, email_prefix: str | None, limit: int, after: UUID | None) -> list[User]:
+    def list(
+        self, *, email_prefix: str | None, limit: int, after: UUID | None
+    ) -> builtins.list[User]:
         """Users ordered by id, after the cursor id, optionally by case-insensitive email prefix."""
 
     def count(self) -> int:
@@ -77,7 +80,7 @@ class OrganizationRepository(Protocol):
     def delete(self, organization_id: UUID) -> None:
         """Delete with its roles, memberships and invitations (audit events stay)."""
 
-    def list_ids(self) -> list[UUID]:
+    def list_ids(self) -> builtins.list[UUID]:
         """Every organization id (used by seeding)."""
 
 
@@ -85,7 +88,7 @@ class PermissionRepository(Protocol):
     def ensure(self, permissions: Iterable[Permission]) -> None:
         """Insert the permissions that are missing; idempotent."""
 
-    def list(self) -> list[Permission]:
+    def list(self) -> builtins.list[Permission]:
         """The whole catalogue, ordered by name."""
 
 
@@ -98,10 +101,10 @@ class RoleRepository(Protocol):
 
     def get_by_name(self, organization_id: UUID, name: str) -> Role | None: ...
 
-    def list(self, organization_id: UUID) -> list[Role]:
+    def list(self, organization_id: UUID) -> builtins.list[Role]:
         """Roles of the organization ordered by creation (system roles first)."""
 
-    def get_many(self, organization_id: UUID, role_ids: Iterable[UUID]) -> list[Role]:
+    def get_many(self, organization_id: UUID, role_ids: Iterable[UUID]) -> builtins.list[Role]:
         """Those of the ids that are roles of the organization."""
 
     def update(self, role: Role) -> None:
@@ -126,10 +129,10 @@ class MembershipRepository(Protocol):
 
     def list_for_organization(
         self, organization_id: UUID, *, limit: int, after: UUID | None
-    ) -> list[Membership]:
+    ) -> builtins.list[Membership]:
         """Memberships ordered by id, after the cursor id."""
 
-    def list_for_user(self, user_id: UUID) -> list[Membership]:
+    def list_for_user(self, user_id: UUID) -> builtins.list[Membership]:
         """Every membership of the user, ordered by id."""
 
     def count_with_role(self, organization_id: UUID, role_id: UUID) -> int:
@@ -145,7 +148,7 @@ class InvitationRepository(Protocol):
 
     def list_for_organization(
         self, organization_id: UUID, *, limit: int, after: UUID | None
-    ) -> list[Invitation]:
+    ) -> builtins.list[Invitation]:
         """Invitations ordered by id, after the cursor id."""
 
     def accept(self, invitation_id: UUID, user_id: UUID, now: datetime) -> Invitation | None:
@@ -160,7 +163,7 @@ class SessionRepository(Protocol):
 
     def get(self, session_id: UUID) -> Session | None: ...
 
-    def list_active_for_user(self, user_id: UUID, now: datetime) -> list[Session]:
+    def list_active_for_user(self, user_id: UUID, now: datetime) -> builtins.list[Session]:
         """Unrevoked, unexpired sessions, newest first."""
 
     def rotate(
@@ -183,7 +186,7 @@ class SessionRepository(Protocol):
 
     def revoke_all_for_user(
         self, user_id: UUID, now: datetime, reason: str, *, except_id: UUID | None = None
-    ) -> list[UUID]:
+    ) -> builtins.list[UUID]:
         """Revoke every unrevoked session of the user but ``except_id``; the ids revoked."""
 
     def count_active(self, now: datetime) -> int:
@@ -209,7 +212,7 @@ class OAuthAccountRepository(Protocol):
 
     def get(self, provider: str, subject: str) -> OAuthAccount | None: ...
 
-    def list_for_user(self, user_id: UUID) -> list[OAuthAccount]: ...
+    def list_for_user(self, user_id: UUID) -> builtins.list[OAuthAccount]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +228,9 @@ class AuditLogRepository(Protocol):
     def add(self, event: AuditEvent) -> None:
         """Append an event. Events are never updated."""
 
-    def list(self, query: AuditQuery, *, limit: int, before: UUID | None) -> list[AuditEvent]:
+    def list(
+        self, query: AuditQuery, *, limit: int, before: UUID | None
+    ) -> builtins.list[AuditEvent]:
         """Matching events newest first (by id), strictly before the cursor id."""
 
 
@@ -273,7 +278,7 @@ class Cache(Protocol):
 
     def get(self, key: str) -> str | None: ...
 
-    def get_many(self, keys: Sequence[str]) -> list[str | None]: ...
+    def get_many(self, keys: Sequence[str]) -> builtins.list[str | None]: ...
 
     def set(self, key: str, value: str, ttl: float | None = None) -> None: ...
 
@@ -361,7 +366,9 @@ class BlobInfo:
 class BlobStorage(Protocol):
     """Write-once object storage (audit archives). Keys are never overwritten."""
 
-    def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> BlobInfo:
+    def put(
+        self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
+    ) -> BlobInfo:
         """Store; storing identical bytes again is a no-op, different bytes raise Conflict."""
 
     def head(self, key: str) -> BlobInfo | None: ...
@@ -369,7 +376,7 @@ class BlobStorage(Protocol):
     def get(self, key: str) -> bytes:
         """The bytes; raises NotFound."""
 
-    def list(self, prefix: str = "") -> list[BlobInfo]: ...
+    def list(self, prefix: str = "") -> builtins.list[BlobInfo]: ...
 
 
 class TaskQueue(Protocol):

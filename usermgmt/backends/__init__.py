@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from usermgmt.config import Settings
 from usermgmt.errors import ConfigurationError, MissingDependency
@@ -121,7 +121,11 @@ def build_email(settings: Settings) -> EmailSender:
         return memory.MemoryEmailSender()
     if provider == "console":
         return memory.ConsoleEmailSender()
-    extras = {"smtp": ("smtplib", "smtp"), "sendgrid": ("sendgrid", "sendgrid"), "ses": ("boto3", "aws")}
+    extras = {
+        "smtp": ("smtplib", "smtp"),
+        "sendgrid": ("sendgrid", "sendgrid"),
+        "ses": ("boto3", "aws"),
+    }
     package, extra = extras[str(provider)]
     require_module(package, package, extra)
     module = _our_backend(f"usermgmt.backends.email.{provider}", f"EMAIL_PROVIDER={provider}")
@@ -146,7 +150,7 @@ def build_queue(settings: Settings, runner: TaskRunner) -> TaskQueue:
     from usermgmt.backends import memory
 
     if settings.queue_backend == "inline":
-        mode = "sync" if settings.environment == "test" else "thread"
+        mode: Literal["sync", "thread"] = "sync" if settings.environment == "test" else "thread"
         return memory.InlineQueue(runner, mode=mode)
     require_module("rq", "rq", "rq")
     module = _our_backend("usermgmt.backends.queue.rq", "QUEUE_BACKEND=rq")

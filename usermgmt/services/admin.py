@@ -90,8 +90,13 @@ class AdminService:
                 revoked = uow.sessions.revoke_all_for_user(user_id, now, "admin")
             uow.users.update(updated)
             k.audit(
-                uow, "admin.user_updated", ctx, actor=actor_id, target_type="user",
-                target_id=user_id, fields=sorted(fields),
+                uow,
+                "admin.user_updated",
+                ctx,
+                actor=actor_id,
+                target_type="user",
+                target_id=user_id,
+                fields=sorted(fields),
             )
             return updated, revoked
 
@@ -130,7 +135,14 @@ class AdminService:
                 updated_at=now,
             )
             uow.users.add(user)
-            k.audit(uow, "admin.superuser_created", ctx, actor=None, target_type="user", target_id=user.id)
+            k.audit(
+                uow,
+                "admin.superuser_created",
+                ctx,
+                actor=None,
+                target_type="user",
+                target_id=user.id,
+            )
             return user
 
         return k.write(body)

@@ -44,6 +44,7 @@ from usermgmt.services.base import CommitThenRaise, Kernel
 
 logger = logging.getLogger("usermgmt.auth")
 
+
 class PasswordResetRequired(InvalidCredentials):
     """An administrator flagged the account: only a password reset lets the user in."""
 
@@ -306,9 +307,7 @@ class AuthService:
         if uow.sessions.revoke(session_id, self._k.now(), reason):
             out.append(session_id)
 
-    def logout(
-        self, user_id: UUID, session_id: UUID, ctx: RequestContext | None = None
-    ) -> None:
+    def logout(self, user_id: UUID, session_id: UUID, ctx: RequestContext | None = None) -> None:
         """End one session of the user (its refresh and access tokens stop working)."""
         k = self._k
         revoked: list[UUID] = []
@@ -318,7 +317,9 @@ class AuthService:
             if session is None or session.user_id != user_id:
                 raise NotFound("session")
             self._revoke(uow, session_id, "logout", revoked)
-            k.audit(uow, "user.logout", ctx, actor=user_id, target_type="session", target_id=session_id)
+            k.audit(
+                uow, "user.logout", ctx, actor=user_id, target_type="session", target_id=session_id
+            )
 
         k.write(body)
         k.push_revocations(revoked)
@@ -330,8 +331,13 @@ class AuthService:
         def body(uow: UnitOfWork) -> list[UUID]:
             ids = uow.sessions.revoke_all_for_user(user_id, k.now(), "logout_all")
             k.audit(
-                uow, "user.logout_all", ctx, actor=user_id, target_type="user",
-                target_id=user_id, sessions=len(ids),
+                uow,
+                "user.logout_all",
+                ctx,
+                actor=user_id,
+                target_type="user",
+                target_id=user_id,
+                sessions=len(ids),
             )
             return ids
 
@@ -399,7 +405,12 @@ class AuthService:
         )
 
     def _refresh_token(
-        self, user_id: UUID, session_id: UUID, generation: int, now: datetime, family_expiry: datetime
+        self,
+        user_id: UUID,
+        session_id: UUID,
+        generation: int,
+        now: datetime,
+        family_expiry: datetime,
     ) -> str:
         s = self._k.settings
         iat = int(now.timestamp())

@@ -47,7 +47,7 @@ logger = logging.getLogger("usermgmt")
 TRANSACTION_ATTEMPTS = 4
 
 
-class CommitThenRaise(Exception):  # noqa: N818 - control flow, never escapes the kernel
+class CommitThenRaise(Exception):
     """Raised inside a transaction body: commit what was done, then raise ``error``.
 
     Used where a failure must still leave a trace (an audit event, a revoked session).
@@ -174,7 +174,9 @@ class Kernel:
         try:
             self.revocations.revoke(ids, ttl)
         except BackendUnavailable:
-            logger.error("revocation store unavailable; %d session(s) rely on the database", len(ids))
+            logger.error(
+                "revocation store unavailable; %d session(s) rely on the database", len(ids)
+            )
 
     def expires(self, seconds: int) -> datetime:
         return self.now() + timedelta(seconds=seconds)

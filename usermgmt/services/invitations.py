@@ -8,6 +8,7 @@ or expired invitation never yields one.
 
 from __future__ import annotations
 
+import builtins
 from datetime import timedelta
 from uuid import UUID
 
@@ -42,7 +43,7 @@ class InvitationService:
         actor_id: UUID,
         organization_id: UUID,
         email: str,
-        roles: list[str] | None = None,
+        roles: builtins.list[str] | None = None,
         ctx: RequestContext | None = None,
     ) -> Invitation:
         """Invite an address with roles (default ``member``) and queue the email.
@@ -80,8 +81,14 @@ class InvitationService:
             )
             uow.invitations.add(invitation)
             k.audit(
-                uow, "invitation.created", ctx, actor=actor_id, org=organization_id,
-                target_type="invitation", target_id=invitation.id, email=address,
+                uow,
+                "invitation.created",
+                ctx,
+                actor=actor_id,
+                org=organization_id,
+                target_type="invitation",
+                target_id=invitation.id,
+                email=address,
                 roles=sorted(r.name for r in role_objs),
             )
             return invitation, uow.users.get(actor_id)
@@ -126,7 +133,7 @@ class InvitationService:
         items = items[: page.limit]
         return Page(items, encode_cursor(items[-1].id) if more else None)
 
-    def role_names(self, invitation: Invitation) -> list[str]:
+    def role_names(self, invitation: Invitation) -> builtins.list[str]:
         """Names of the invitation's roles that still exist."""
         return sorted(
             r.name
@@ -153,8 +160,13 @@ class InvitationService:
             if uow.invitations.revoke(invitation_id, k.now()) is None:
                 raise InvitationNotPending("The invitation was already accepted or revoked.")
             k.audit(
-                uow, "invitation.revoked", ctx, actor=actor_id, org=organization_id,
-                target_type="invitation", target_id=invitation_id,
+                uow,
+                "invitation.revoked",
+                ctx,
+                actor=actor_id,
+                org=organization_id,
+                target_type="invitation",
+                target_id=invitation_id,
             )
 
         k.write(body)
@@ -206,12 +218,23 @@ class InvitationService:
             )
             uow.memberships.add(membership)
             k.audit(
-                uow, "invitation.accepted", ctx, actor=user_id, org=invitation.organization_id,
-                target_type="invitation", target_id=invitation.id,
+                uow,
+                "invitation.accepted",
+                ctx,
+                actor=user_id,
+                org=invitation.organization_id,
+                target_type="invitation",
+                target_id=invitation.id,
             )
             k.audit(
-                uow, "member.added", ctx, actor=user_id, org=invitation.organization_id,
-                target_type="user", target_id=user_id, invitation_id=str(invitation.id),
+                uow,
+                "member.added",
+                ctx,
+                actor=user_id,
+                org=invitation.organization_id,
+                target_type="user",
+                target_id=user_id,
+                invitation_id=str(invitation.id),
             )
             return membership
 

@@ -7,14 +7,15 @@ so two owners removing each other at once leave exactly one.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import replace
 from uuid import UUID
 
 from usermgmt.errors import LastOwner, NotFound, PermissionDenied
 from usermgmt.models import (
     EffectivePermissions,
-    MemberView,
     Membership,
+    MemberView,
     Page,
     RequestContext,
 )
@@ -95,7 +96,7 @@ class MembershipService:
         actor_id: UUID,
         organization_id: UUID,
         user_id: UUID,
-        roles: list[str],
+        roles: builtins.list[str],
         ctx: RequestContext | None = None,
     ) -> MemberView:
         """Replace a member's roles (ids or names); requires ``member:update``.
@@ -128,8 +129,13 @@ class MembershipService:
                     )
                 )
                 k.audit(
-                    uow, "member.roles_updated", ctx, actor=actor_id, org=organization_id,
-                    target_type="user", target_id=user_id,
+                    uow,
+                    "member.roles_updated",
+                    ctx,
+                    actor=actor_id,
+                    org=organization_id,
+                    target_type="user",
+                    target_id=user_id,
                     roles=sorted(r.name for r in new_roles),
                 )
             return self._view(uow, organization_id, user_id)
@@ -152,7 +158,9 @@ class MembershipService:
         self._authz.require(actor_id, organization_id, "member:remove", ctx)
         self._delete(actor_id, organization_id, user_id, ctx, action="member.removed")
 
-    def leave(self, user_id: UUID, organization_id: UUID, ctx: RequestContext | None = None) -> None:
+    def leave(
+        self, user_id: UUID, organization_id: UUID, ctx: RequestContext | None = None
+    ) -> None:
         """Leave an organization. Raises LastOwner, NotFound."""
         self._authz.require_member(user_id, organization_id)
         self._delete(None, organization_id, user_id, ctx, action="member.left")
@@ -185,8 +193,13 @@ class MembershipService:
             ensure_owner_remains(uow, organization_id, membership, frozenset())
             uow.memberships.delete(organization_id, user_id)
             k.audit(
-                uow, action, ctx, actor=actor_id or user_id, org=organization_id,
-                target_type="user", target_id=user_id,
+                uow,
+                action,
+                ctx,
+                actor=actor_id or user_id,
+                org=organization_id,
+                target_type="user",
+                target_id=user_id,
             )
 
         k.write(body)

@@ -6,6 +6,7 @@ import re
 import secrets
 import unicodedata
 from dataclasses import replace
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -79,7 +80,9 @@ class OrganizationService:
             if data.slug is None and attempt:
                 candidate = f"{candidate}-{secrets.token_hex(3)}"
             try:
-                return k.write(lambda uow, s=candidate: self._create(uow, actor_id, data, s, ctx))
+                return k.write(
+                    partial(self._create, actor_id=actor_id, data=data, slug=candidate, ctx=ctx)
+                )
             except SlugTaken:
                 if data.slug is not None or attempt == _SLUG_ATTEMPTS - 1:
                     raise
@@ -88,6 +91,7 @@ class OrganizationService:
     def _create(
         self,
         uow: UnitOfWork,
+        *,
         actor_id: UUID,
         data: OrganizationCreateIn,
         slug: str,
@@ -119,8 +123,14 @@ class OrganizationService:
             )
         )
         k.audit(
-            uow, "organization.created", ctx, actor=actor_id, org=org.id,
-            target_type="organization", target_id=org.id, slug=slug,
+            uow,
+            "organization.created",
+            ctx,
+            actor=actor_id,
+            org=org.id,
+            target_type="organization",
+            target_id=org.id,
+            slug=slug,
         )
         return org
 
@@ -155,8 +165,14 @@ class OrganizationService:
             updated = replace(updated, updated_at=k.now())
             uow.organizations.update(updated)
             k.audit(
-                uow, "organization.updated", ctx, actor=actor_id, org=org.id,
-                target_type="organization", target_id=org.id, fields=sorted(fields),
+                uow,
+                "organization.updated",
+                ctx,
+                actor=actor_id,
+                org=org.id,
+                target_type="organization",
+                target_id=org.id,
+                fields=sorted(fields),
             )
             return updated
 
@@ -175,8 +191,14 @@ class OrganizationService:
                 raise NotFound("organization")
             uow.organizations.delete(organization_id)
             k.audit(
-                uow, "organization.deleted", ctx, actor=actor_id, org=organization_id,
-                target_type="organization", target_id=organization_id, slug=org.slug,
+                uow,
+                "organization.deleted",
+                ctx,
+                actor=actor_id,
+                org=organization_id,
+                target_type="organization",
+                target_id=organization_id,
+                slug=org.slug,
             )
 
         k.write(body)
@@ -213,10 +235,14 @@ class OrganizationService:
                         now = k.now()
                         uow.roles.add(
                             Role(
-                                id=new_id(), organization_id=org_id, name=name,
+                                id=new_id(),
+                                organization_id=org_id,
+                                name=name,
                                 description=description,
                                 permissions=k.registry.system_role_permissions(name),
-                                is_system=True, created_at=now, updated_at=now,
+                                is_system=True,
+                                created_at=now,
+                                updated_at=now,
                             )
                         )
                         added += 1

@@ -110,14 +110,26 @@ class RoleService:
                 raise NotFound("organization")
             now = k.now()
             role = Role(
-                id=new_id(), organization_id=organization_id, name=data.name,
-                description=data.description, permissions=granted, is_system=False,
-                created_at=now, updated_at=now,
+                id=new_id(),
+                organization_id=organization_id,
+                name=data.name,
+                description=data.description,
+                permissions=granted,
+                is_system=False,
+                created_at=now,
+                updated_at=now,
             )
             uow.roles.add(role)
             k.audit(
-                uow, "role.created", ctx, actor=actor_id, org=organization_id, target_type="role",
-                target_id=role.id, name=role.name, permissions=sorted(granted),
+                uow,
+                "role.created",
+                ctx,
+                actor=actor_id,
+                org=organization_id,
+                target_type="role",
+                target_id=role.id,
+                name=role.name,
+                permissions=sorted(granted),
             )
             return role
 
@@ -170,8 +182,15 @@ class RoleService:
             )
             uow.roles.update(updated)
             k.audit(
-                uow, "role.updated", ctx, actor=actor_id, org=organization_id, target_type="role",
-                target_id=role_id, name=updated.name, permissions=sorted(updated.permissions),
+                uow,
+                "role.updated",
+                ctx,
+                actor=actor_id,
+                org=organization_id,
+                target_type="role",
+                target_id=role_id,
+                name=updated.name,
+                permissions=sorted(updated.permissions),
             )
             return updated
 
@@ -202,8 +221,14 @@ class RoleService:
                 raise RoleInUse("Remove the role from every member and invitation first.")
             uow.roles.delete(organization_id, role_id)
             k.audit(
-                uow, "role.deleted", ctx, actor=actor_id, org=organization_id, target_type="role",
-                target_id=role_id, name=role.name,
+                uow,
+                "role.deleted",
+                ctx,
+                actor=actor_id,
+                org=organization_id,
+                target_type="role",
+                target_id=role_id,
+                name=role.name,
             )
 
         k.write(body)
@@ -216,7 +241,10 @@ class RoleService:
         if unknown:
             raise ValidationError(
                 "Unknown permission(s): " + ", ".join(sorted(unknown)[:10]),
-                errors=[{"loc": ["permissions"], "msg": f"unknown permission {n!r}"} for n in sorted(unknown)[:10]],
+                errors=[
+                    {"loc": ["permissions"], "msg": f"unknown permission {n!r}"}
+                    for n in sorted(unknown)[:10]
+                ],
             )
         return wanted
 

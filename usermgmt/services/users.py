@@ -110,7 +110,9 @@ class UserService:
             )
             uow.users.add(user)
             self._add_token(uow, user, TokenPurpose.EMAIL_VERIFICATION, token)
-            k.audit(uow, "user.registered", ctx, actor=user.id, target_type="user", target_id=user.id)
+            k.audit(
+                uow, "user.registered", ctx, actor=user.id, target_type="user", target_id=user.id
+            )
             return user
 
         try:
@@ -145,7 +147,11 @@ class UserService:
                 user = replace(user, is_verified=True, email_verified_at=now, updated_at=now)
                 uow.users.update(user)
                 k.audit(
-                    uow, "user.email_verified", ctx, actor=user.id, target_type="user",
+                    uow,
+                    "user.email_verified",
+                    ctx,
+                    actor=user.id,
+                    target_type="user",
                     target_id=user.id,
                 )
             return user
@@ -159,7 +165,9 @@ class UserService:
         user = self.get(user_id)
         if user.is_verified or not user.is_active:
             return
-        if not k.quota("verify:email", normalize_email(user.email), k.limits.verify_resend_per_email):
+        if not k.quota(
+            "verify:email", normalize_email(user.email), k.limits.verify_resend_per_email
+        ):
             return
         token = new_token()
 
@@ -167,7 +175,11 @@ class UserService:
             uow.tokens.invalidate_for_user(user.id, TokenPurpose.EMAIL_VERIFICATION, k.now())
             self._add_token(uow, user, TokenPurpose.EMAIL_VERIFICATION, token)
             k.audit(
-                uow, "user.verification_sent", ctx, actor=user.id, target_type="user",
+                uow,
+                "user.verification_sent",
+                ctx,
+                actor=user.id,
+                target_type="user",
                 target_id=user.id,
             )
 
@@ -196,7 +208,11 @@ class UserService:
             uow.tokens.invalidate_for_user(user.id, TokenPurpose.PASSWORD_RESET, k.now())
             self._add_token(uow, user, TokenPurpose.PASSWORD_RESET, token)
             k.audit(
-                uow, "user.password_reset_requested", ctx, actor=user.id, target_type="user",
+                uow,
+                "user.password_reset_requested",
+                ctx,
+                actor=user.id,
+                target_type="user",
                 target_id=user.id,
             )
 
@@ -235,8 +251,13 @@ class UserService:
             uow.tokens.invalidate_for_user(user.id, TokenPurpose.PASSWORD_RESET, now)
             revoked = uow.sessions.revoke_all_for_user(user.id, now, "password_reset")
             k.audit(
-                uow, "user.password_reset", ctx, actor=user.id, target_type="user",
-                target_id=user.id, sessions_revoked=len(revoked),
+                uow,
+                "user.password_reset",
+                ctx,
+                actor=user.id,
+                target_type="user",
+                target_id=user.id,
+                sessions_revoked=len(revoked),
             )
             return user, revoked
 
@@ -265,7 +286,9 @@ class UserService:
         key = lockout_key(user.email)
         decision = k.attempts.acquire(key)
         if not decision.allowed:
-            raise RateLimited("Too many attempts; try again later.", retry_after=decision.retry_after)
+            raise RateLimited(
+                "Too many attempts; try again later.", retry_after=decision.retry_after
+            )
         if user.password_hash is None:
             k.hasher.dummy_verify(data.current_password)
             ok = False
@@ -275,7 +298,11 @@ class UserService:
             k.attempts.record_failure(key)
             k.write(
                 lambda uow: k.audit(
-                    uow, "user.password_change_failed", ctx, actor=user.id, target_type="user",
+                    uow,
+                    "user.password_change_failed",
+                    ctx,
+                    actor=user.id,
+                    target_type="user",
                     target_id=user.id,
                 )
             )
@@ -298,8 +325,13 @@ class UserService:
                 current.id, now, "password_changed", except_id=keep_session_id
             )
             k.audit(
-                uow, "user.password_changed", ctx, actor=current.id, target_type="user",
-                target_id=current.id, sessions_revoked=len(revoked),
+                uow,
+                "user.password_changed",
+                ctx,
+                actor=current.id,
+                target_type="user",
+                target_id=current.id,
+                sessions_revoked=len(revoked),
             )
             return current, revoked
 
@@ -337,7 +369,12 @@ class UserService:
             updated = replace(user, **fields, updated_at=k.now())
             uow.users.update(updated)
             k.audit(
-                uow, "user.updated", ctx, actor=user_id, target_type="user", target_id=user_id,
+                uow,
+                "user.updated",
+                ctx,
+                actor=user_id,
+                target_type="user",
+                target_id=user_id,
                 fields=sorted(fields),
             )
             return updated
@@ -362,7 +399,11 @@ class UserService:
             if uow.sessions.revoke(session_id, k.now(), "revoked_by_user"):
                 revoked.append(session_id)
             k.audit(
-                uow, "session.revoked", ctx, actor=user_id, target_type="session",
+                uow,
+                "session.revoked",
+                ctx,
+                actor=user_id,
+                target_type="session",
                 target_id=session_id,
             )
 
@@ -393,7 +434,11 @@ class UserService:
                 uow.users.update(replace(user, is_active=False, deactivated_at=now, updated_at=now))
             revoked = uow.sessions.revoke_all_for_user(user_id, now, "deactivated")
             k.audit(
-                uow, "user.deactivated", ctx, actor=actor_id or user_id, target_type="user",
+                uow,
+                "user.deactivated",
+                ctx,
+                actor=actor_id or user_id,
+                target_type="user",
                 target_id=user_id,
             )
             return revoked

@@ -1,0 +1,335 @@
+"""Password hashing and password policy (SECURITY.md section 1A).
+
+* :class:`PasslibHasher` hashes with argon2id through libpass (``passlib``) and still
+  verifies legacy bcrypt hashes, which it reports as needing a rehash (SEC-PW-09/10).
+  bcrypt only reads 72 bytes, so a longer password is *refused* against a bcrypt hash,
+  never truncated (SEC-PW-03/11).
+* :class:`PasswordPolicy` is the whole policy: a length window counted in code points,
+  the bundled blocklist, the user's email, and an optional breach checker. There are no
+  composition rules (SEC-PW-04).
+* Every password is NFKC-normalised (:func:`normalize_password`) before it is measured,
+  hashed or verified, so composed and decomposed forms are the same password (SEC-PW-12).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import threading
+import unicodedata
+from collections.abc import Container
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from passlib.context import CryptContext
+
+from usermgmt.errors import (
+    ConfigurationError,
+    PasswordBreached,
+    PasswordTooCommon,
+    PasswordTooLong,
+    PasswordTooShort,
+)
+from usermgmt.ports import BreachChecker
+from usermgmt.security.blocklist import default_blocklist, fold
+
+if TYPE_CHECKING:
+    from usermgmt.config import Settings
+
+__all__ = [
+    "BCRYPT_MAX_BYTES",
+    "MIN_PASSWORD_LENGTH_FLOOR",
+    "Argon2Parameters",
+    "PasslibHasher",
+    "PasswordPolicy",
+    "normalize_password",
+]
+
+logger = logging.getLogger("usermgmt.security.passwords")
+
+#: bcrypt ignores everything after this many bytes; longer passwords are refused.
+BCRYPT_MAX_BYTES = 72
+#: No configuration may set the minimum length below this (NIST 800-63B, ASVS 6.2.1).
+MIN_PASSWORD_LENGTH_FLOOR = 8
+#: Passwords of this many characters must always be accepted (ASVS 6.2.9).
+MAX_PASSWORD_LENGTH_FLOOR = 64
+
+_ARGON2_PHC = re.compile(
+    r"\$(?P<type>argon2(?:id|i|d))\$v=(?P<v>\d+)\$m=(?P<m>\d+),t=(?P<t>\d+),p=(?P<p>\d+)"
+    r"\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+"
+)
+_ARGON2_VERSION = 19
+
+
+def normalize_password(password: str) -> str:
+    """The NFKC form of ``password``: what is measured, hashed and verified (SEC-PW-12)."""
+    return unicodedata.normalize("NFKC", password)
+
+
+# --- hashing ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Argon2Parameters:
+    """argon2id cost: memory in KiB, iterations, lanes.
+
+    Raises :class:`~usermgmt.errors.ConfigurationError` for values argon2 cannot use. The
+    OWASP minimum (m >= 19456, t >= 2) is enforced by :class:`~usermgmt.config.Settings`
+    outside ``ENVIRONMENT=test``, not here, so tests can use a cheap profile.
+    """
+
+    memory_kib: int
+    time_cost: int
+    parallelism: int
+
+    def __post_init__(self) -> None:
+        if self.parallelism < 1 or self.time_cost < 1:
+            raise ConfigurationError("argon2 time cost and parallelism must be at least 1")
+        if self.memory_kib < 8 * self.parallelism:
+            raise ConfigurationError("argon2 memory must be at least 8 KiB per lane")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Argon2Parameters:
+        """The ``PASSWORD_ARGON2_*`` values. Raises ConfigurationError as the constructor."""
+        return cls(
+            memory_kib=settings.password_argon2_memory_kib,
+            time_cost=settings.password_argon2_time_cost,
+            parallelism=settings.password_argon2_parallelism,
+        )
+
+
+class PasslibHasher:
+    """A :class:`~usermgmt.ports.PasswordHasher`: argon2id for new hashes, bcrypt verify-only.
+
+    Verification failures of any kind (wrong password, unknown or malformed hash, a
+    password too long for a bcrypt hash) return ``False`` after doing the work of one
+    verification, so every failure costs the same (SEC-AU-02).
+    """
+
+    def __init__(self, params: Argon2Parameters) -> None:
+        self.params = params
+        self._context: Any = CryptContext(
+            schemes=["argon2", "bcrypt"],
+            deprecated=["bcrypt"],
+            argon2__type="ID",
+            argon2__memory_cost=params.memory_kib,
+            argon2__time_cost=params.time_cost,
+            argon2__parallelism=params.parallelism,
+        )
+        self._dummy_hash: str | None = None
+        self._dummy_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PasslibHasher:
+        """A hasher with the ``PASSWORD_ARGON2_*`` cost. Raises ConfigurationError."""
+        return cls(Argon2Parameters.from_settings(settings))
+
+    def hash(self, password: str) -> str:
+        """An argon2id PHC string of the NFKC-normalised password, with a fresh salt.
+
+        Length limits are the policy's job (:class:`PasswordPolicy`); call it first.
+        """
+        return str(self._context.hash(normalize_password(password)))
+
+    def verify(self, password: str, hashed: str) -> bool:
+        """True if ``password`` matches ``hashed``. Never raises for a bad hash.
+
+        A password over 72 UTF-8 bytes never matches a bcrypt hash (bcrypt would only
+        compare its first 72 bytes).
+        """
+        secret = normalize_password(password)
+        scheme = self._identify(hashed)
+        if scheme is None or (
+            scheme == "bcrypt" and len(secret.encode("utf-8")) > BCRYPT_MAX_BYTES
+        ):
+            self._verify_dummy(secret)
+            return False
+        try:
+            return bool(self._context.verify(secret, hashed))
+        except (ValueError, TypeError):
+            # Malformed parameters, salt or digest (passlib raises before hashing).
+            self._verify_dummy(secret)
+            return False
+
+    def needs_rehash(self, hashed: str) -> bool:
+        """True unless ``hashed`` is argon2id v19 with exactly the configured parameters."""
+        if self._identify(hashed) != "argon2":
+            return True
+        match = _ARGON2_PHC.fullmatch(hashed)
+        if match is None:
+            return True
+        current = (
+            match["type"] == "argon2id"
+            and int(match["v"]) == _ARGON2_VERSION
+            and int(match["m"]) == self.params.memory_kib
+            and int(match["t"]) == self.params.time_cost
+            and int(match["p"]) == self.params.parallelism
+        )
+        if not current:
+            return True
+        try:
+            return bool(self._context.needs_update(hashed))
+        except (ValueError, TypeError):
+            return True
+
+    def dummy_verify(self, password: str) -> None:
+        """One verification of the configured cost against a fixed dummy hash.
+
+        For logins of unknown, inactive or password-less users, so they cost the same as
+        a wrong password (SEC-AU-02). The first call also computes the dummy hash; call
+        :meth:`warm_up` at start-up to keep that cost out of any request.
+        """
+        self._verify_dummy(normalize_password(password))
+
+    def warm_up(self) -> None:
+        """Compute the dummy hash now (idempotent, thread-safe)."""
+        self._get_dummy_hash()
+
+    def _verify_dummy(self, secret: str) -> None:
+        self._context.verify(secret, self._get_dummy_hash())
+
+    def _get_dummy_hash(self) -> str:
+        dummy = self._dummy_hash
+        if dummy is None:
+            with self._dummy_lock:
+                dummy = self._dummy_hash
+                if dummy is None:
+                    dummy = str(self._context.hash(secrets.token_urlsafe(32)))
+                    self._dummy_hash = dummy
+        return dummy
+
+    def _identify(self, hashed: object) -> str | None:
+        if not isinstance(hashed, str) or not hashed:
+            return None
+        try:
+            scheme = self._context.identify(hashed, required=False)
+        except (ValueError, TypeError):
+            return None
+        return scheme if isinstance(scheme, str) else None
+
+    def __repr__(self) -> str:
+        p = self.params
+        return f"PasslibHasher(argon2id m={p.memory_kib} t={p.time_cost} p={p.parallelism})"
+
+
+# --- policy -------------------------------------------------------------------------------
+
+
+class PasswordPolicy:
+    """Checks a new password on registration, change and reset (SEC-PW-01..06, 11).
+
+    ``blocklist`` is any container answering ``folded_password in blocklist``; it is
+    given the NFKC, case-folded password (the bundled
+    :class:`~usermgmt.security.blocklist.CommonPasswords` folds on its own too).
+
+    A ``breach_checker`` that raises is logged as a warning and the password is
+    **accepted** (fail-open). The breach check is an extra layer over the bundled
+    blocklist and the length rule, usually backed by a third-party service; failing closed
+    would turn that service's outage into an outage of registration and password reset.
+    """
+
+    __slots__ = ("blocklist", "breach_checker", "max_length", "min_length")
+
+    def __init__(
+        self,
+        min_length: int,
+        max_length: int,
+        blocklist: Container[str],
+        breach_checker: BreachChecker | None = None,
+    ) -> None:
+        if min_length < MIN_PASSWORD_LENGTH_FLOOR:
+            raise ConfigurationError(
+                f"the minimum password length cannot be below {MIN_PASSWORD_LENGTH_FLOOR}"
+            )
+        if max_length < max(min_length, MAX_PASSWORD_LENGTH_FLOOR):
+            raise ConfigurationError(
+                "the maximum password length must be at least the minimum and at least "
+                f"{MAX_PASSWORD_LENGTH_FLOOR}"
+            )
+        self.min_length = min_length
+        self.max_length = max_length
+        self.blocklist = blocklist
+        self.breach_checker = breach_checker
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, breach_checker: BreachChecker | None = None
+    ) -> PasswordPolicy:
+        """The policy of ``PASSWORD_MIN_LENGTH``/``PASSWORD_MAX_LENGTH`` with the bundled list."""
+        return cls(
+            settings.password_min_length,
+            settings.password_max_length,
+            default_blocklist(),
+            breach_checker,
+        )
+
+    def check_length_only(self, password: str) -> None:
+        """The cheap upper bound, for the login path; run it before any hashing.
+
+        Raises :class:`~usermgmt.errors.PasswordTooLong`.
+        """
+        if len(password) > self.max_length:
+            raise PasswordTooLong(
+                f"Password must be at most {self.max_length} characters.",
+                max_length=self.max_length,
+            )
+
+    def check(self, password: str, *, email: str | None = None) -> None:
+        """Accept ``password`` or raise why not, in this order:
+
+        :class:`~usermgmt.errors.PasswordTooLong` (raw length, checked first),
+        :class:`~usermgmt.errors.PasswordTooShort` (NFKC code points),
+        :class:`~usermgmt.errors.PasswordTooCommon` (blocklisted, or equal to ``email``
+        or its local part, case-insensitively),
+        :class:`~usermgmt.errors.PasswordBreached` (the breach checker says so).
+        """
+        self.check_length_only(password)
+        normalized = normalize_password(password)
+        if len(normalized) < self.min_length:
+            raise PasswordTooShort(
+                f"Password must be at least {self.min_length} characters.",
+                min_length=self.min_length,
+            )
+        folded = fold(normalized)
+        if email and folded in _email_forms(email):
+            raise PasswordTooCommon(
+                "Password must not be your email address or its user name.",
+                reason="email",
+            )
+        if folded in self.blocklist:
+            raise PasswordTooCommon(
+                "Password is one of the most common passwords; choose another one.",
+                reason="blocklist",
+            )
+        if self.breach_checker is not None and _breached(self.breach_checker, normalized):
+            raise PasswordBreached(
+                "Password has appeared in a data breach; choose another one.",
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"PasswordPolicy(min_length={self.min_length}, max_length={self.max_length}, "
+            f"breach_checker={type(self.breach_checker).__name__})"
+        )
+
+
+def _email_forms(email: str) -> set[str]:
+    forms = {fold(email.strip())}
+    local = email.strip().rpartition("@")[0]
+    if local:
+        forms.add(fold(local))
+    return forms
+
+
+def _breached(checker: BreachChecker, password: str) -> bool:
+    try:
+        return bool(checker.is_breached(password))
+    except Exception as exc:  # fail-open by design: see PasswordPolicy's docstring
+        # Type names only: an exception message could quote the password.
+        logger.warning(
+            "breach checker %s failed (%s); password accepted without the breach check",
+            type(checker).__name__,
+            type(exc).__name__,
+        )
+        return False
