@@ -31,9 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from usermgmt.config import Settings
 
             settings = Settings()
-            print(f"settings are valid (environment={settings.environment})")  # noqa: T201
+            print(f"settings are valid (environment={settings.environment})")
             return 0
     except UserMgmtError as exc:
-        print(f"usermgmt: error: {exc.detail}", file=sys.stderr)  # noqa: T201
+        print(f"usermgmt: error: {exc.detail}", file=sys.stderr)
         return 2
     return 1  # pragma: no cover - argparse rejects unknown commands

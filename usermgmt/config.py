@@ -266,6 +266,8 @@ class Settings(BaseSettings):
         self._check_argon2()
         if self.refresh_token_idle_ttl_seconds > self.refresh_token_ttl_seconds:
             self.refresh_token_idle_ttl_seconds = self.refresh_token_ttl_seconds
+        if self.password_min_length > self.password_max_length:
+            raise ValueError("PASSWORD_MIN_LENGTH must not exceed PASSWORD_MAX_LENGTH")
         if self.login_lockout_max_seconds < self.login_lockout_seconds:
             raise ValueError("LOGIN_LOCKOUT_MAX_SECONDS must be >= LOGIN_LOCKOUT_SECONDS")
         if self.email_provider is None:

@@ -325,7 +325,7 @@ class MissingDependency(ConfigurationError):
 
     def __init__(self, package: str, extra: str) -> None:
         super().__init__(
-            f"{package} is not installed: install it with pip install \"usermgmt[{extra}]\""
+            f'{package} is not installed: install it with pip install "usermgmt[{extra}]"'
         )
         self.package = package
         self.extra_name = extra

@@ -185,6 +185,7 @@ class AuditEvent:
     action: str
     actor_user_id: UUID | None = None
     organization_id: UUID | None = None
+    outcome: str = "success"  # "success", "failure" or "denied"
     target_type: str | None = None
     target_id: str | None = None
     ip: str | None = None

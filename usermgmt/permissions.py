@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections.abc import Iterable
@@ -61,8 +62,20 @@ class PermissionRegistry:
             name: Permission(name=name, description=description, is_system=True)
             for name, description in SYSTEM_PERMISSIONS.items()
         }
+        self._fingerprint = ""
+        self._refresh_fingerprint()
         for name in extra:
             self.register(name)
+
+    def _refresh_fingerprint(self) -> None:
+        names = "\n".join(sorted(self._permissions)).encode()
+        self._fingerprint = hashlib.sha256(names).hexdigest()[:12]
+
+    @property
+    def fingerprint(self) -> str:
+        """A short digest of the catalogue: processes running the same code agree on it,
+        and it changes whenever a permission is registered (cached answers carry it)."""
+        return self._fingerprint
 
     def register(self, name: str, description: str = "") -> Permission:
         """Add an application permission; re-registering keeps the first description.
@@ -76,6 +89,7 @@ class PermissionRegistry:
                 return existing
             permission = Permission(name=name, description=description[:500], is_system=False)
             self._permissions[name] = permission
+            self._refresh_fingerprint()
             return permission
 
     def __contains__(self, name: object) -> bool:

@@ -325,6 +325,10 @@ class AttemptCounter(Protocol):
     def record_success(self, key: str) -> None:
         """A reserved attempt succeeded: forget the failures and the backoff level."""
 
+    def release(self, key: str) -> None:
+        """Give back a reserved attempt that was neither a failure nor a success (the
+        check could not run, e.g. the database was down); nothing else changes."""
+
     def reset(self, key: str) -> None: ...
 
 

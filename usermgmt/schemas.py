@@ -20,7 +20,7 @@ import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from usermgmt import models
-from usermgmt.errors import ValidationError
+from usermgmt.errors import PasswordTooLong, ValidationError
 
 MAX_EMAIL_LENGTH = 254
 MAX_NAME_LENGTH = 200
@@ -73,7 +73,9 @@ def _metadata(value: dict[str, Any]) -> dict[str, Any]:
 
 def _slug(value: str) -> str:
     if not _SLUG.match(value):
-        raise ValueError("must be 1-64 lowercase letters, digits or '-', not starting or ending with '-'")
+        raise ValueError(
+            "must be 1-64 lowercase letters, digits or '-', not starting or ending with '-'"
+        )
     return value
 
 
@@ -162,7 +164,9 @@ class InvitationCreateIn(Input):
 
 
 class RoleCreateIn(Input):
-    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]*$")]
+    name: Annotated[
+        str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]*$")
+    ]
     description: Annotated[str, Field(max_length=500)] = ""
     permissions: Annotated[list[PermissionName], Field(max_length=200)] = []
 
@@ -202,8 +206,21 @@ def parse(model: type[InputT], data: Any = None, /, **fields: Any) -> InputT:
         raise validation_error(exc) from None
 
 
+_PASSWORD_FIELDS = frozenset({"password", "current_password", "new_password"})
+
+
 def validation_error(exc: pydantic.ValidationError) -> ValidationError:
-    """Translate pydantic's error into ours, without echoing input values (they may be secrets)."""
+    """Translate pydantic's error into ours, without echoing input values (they may be secrets).
+
+    An over-long password is reported as PasswordTooLong whatever its length.
+    """
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = error["loc"]
+        if error["type"] == "string_too_long" and loc and loc[-1] in _PASSWORD_FIELDS:
+            return PasswordTooLong(
+                "Password is too long.",
+                errors=[{"loc": [str(p) for p in loc], "msg": "too long", "type": "too_long"}],
+            )
     errors = [
         {
             "loc": [str(part) for part in error["loc"]],
@@ -423,6 +440,7 @@ class AuditEventOut(Output):
     action: str
     actor_user_id: str | None
     organization_id: str | None
+    outcome: str
     target_type: str | None
     target_id: str | None
     ip: str | None
@@ -438,6 +456,7 @@ class AuditEventOut(Output):
             action=event.action,
             actor_user_id=None if event.actor_user_id is None else str(event.actor_user_id),
             organization_id=None if event.organization_id is None else str(event.organization_id),
+            outcome=event.outcome,
             target_type=event.target_type,
             target_id=event.target_id,
             ip=event.ip,

@@ -44,6 +44,9 @@ from usermgmt.services.base import CommitThenRaise, Kernel
 
 logger = logging.getLogger("usermgmt.auth")
 
+#: How many verified access tokens a process remembers (about 1 KiB each).
+_VERIFIED_CACHE_SIZE = 8192
+
 
 class PasswordResetRequired(InvalidCredentials):
     """An administrator flagged the account: only a password reset lets the user in."""
@@ -66,6 +69,8 @@ class AuthService:
     def __init__(self, kernel: Kernel, on_login: Callable[[str], None] | None = None) -> None:
         self._k = kernel
         self._on_login = on_login
+        self._verified: dict[str, AccessClaims] = {}
+        self._leeway = kernel.settings.jwt_leeway_seconds
 
     # --- login ---------------------------------------------------------------------------
 
@@ -89,7 +94,11 @@ class AuthService:
             self._failed(None, data.email, "locked", ctx, locked_for=None)
             raise InvalidCredentials()
 
-        user = k.read(lambda uow: uow.users.get_by_email(data.email))
+        try:
+            user = k.read(lambda uow: uow.users.get_by_email(data.email))
+        except BaseException:
+            k.attempts.release(key)  # no check ran: the attempt must not count (F6)
+            raise
         ok = False
         reason = "unknown_user"
         if user is None or user.password_hash is None:
@@ -348,26 +357,39 @@ class AuthService:
     # --- access tokens -------------------------------------------------------------------------
 
     def verify_access_token(self, token: str) -> AccessClaims:
-        """Verify signature, claims and revocation. Raises InvalidToken / TokenExpired / TokenRevoked."""
-        k = self._k
+        """Verify signature, claims and revocation. Raises InvalidToken / TokenExpired / TokenRevoked.
+
+        A token whose signature and claims were verified before is remembered (by its
+        exact text, so any altered copy is verified afresh); only its expiry and its
+        session's revocation are checked again, which keeps the per-request cost low.
+        """
+        claims = self._verified.get(token) if isinstance(token, str) else None
+        if claims is None:
+            claims = self._decode_access(token)
+            if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+                self._verified.clear()
+            self._verified[token] = claims
+        elif self._k.clock.now().timestamp() >= claims.expires_at + self._leeway:
+            self._verified.pop(token, None)
+            raise TokenExpired()
+        if self._is_revoked(claims.session_id):
+            raise TokenRevoked("This session has ended.")
+        return claims
+
+    def _decode_access(self, token: str) -> AccessClaims:
         if not isinstance(token, str):
             raise InvalidToken("Invalid token.")
-        claims = k.codecs.access.decode(token, typ="access")
+        claims = self._k.codecs.access.decode(token, typ="access")
         try:
-            session_id = uuid.UUID(claims["sid"])
-            user_id = uuid.UUID(claims["sub"])
-            result = AccessClaims(
-                user_id=user_id,
-                session_id=session_id,
+            return AccessClaims(
+                user_id=uuid.UUID(claims["sub"]),
+                session_id=uuid.UUID(claims["sid"]),
                 issued_at=int(claims["iat"]),
                 expires_at=int(claims["exp"]),
                 token_id=str(claims["jti"]),
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise InvalidToken("Invalid token.") from None
-        if self._is_revoked(session_id):
-            raise TokenRevoked("This session has ended.")
-        return result
 
     def authenticate(self, token: str) -> User:
         """The active user an access token belongs to. Raises InvalidToken and subclasses."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from uuid import UUID
 
@@ -29,11 +30,11 @@ _MEMO_LIMIT = 4096
 
 
 def _version_key(org_id: UUID) -> str:
-    return f"um:{{o:{org_id}}}:v"
+    return f"um:{{o:{org_id.hex}}}:v"
 
 
 def _entry_key(org_id: UUID, user_id: UUID) -> str:
-    return f"um:{{o:{org_id}}}:u:{user_id}"
+    return f"um:{{o:{org_id.hex}}}:u:{user_id.hex}"
 
 
 class AuthorizationService:
@@ -43,6 +44,10 @@ class AuthorizationService:
         self._k = kernel
         # decoded cache values: the same string always decodes to the same answer
         self._memo: dict[str, tuple[frozenset[str], frozenset[str]] | None] = {}
+        # organizations whose invalidation could not reach the cache: their entries
+        # are not trusted (this process reads the database) until a retry succeeds
+        self._unflushed: set[UUID] = set()
+        self._unflushed_lock = threading.Lock()
 
     # --- public API --------------------------------------------------------------------
 
@@ -82,6 +87,9 @@ class AuthorizationService:
                     ctx,
                     actor=user_id,
                     org=organization_id,
+                    outcome="denied",
+                    target_type="permission",
+                    target_id=permission,
                     permission=permission,
                 )
             )
@@ -96,13 +104,39 @@ class AuthorizationService:
         return eff
 
     def invalidate(self, organization_id: UUID) -> None:
-        """Forget every cached answer for the organization (call after commit)."""
+        """Forget every cached answer for the organization (call after commit).
+
+        If the cache cannot be reached, the invalidation is remembered and retried
+        before every later lookup; until it succeeds this process ignores the
+        organization's cached entries, so a lost invalidation never serves stale rights.
+        """
         if self._k.cache is None:
             return
-        try:
-            self._k.cache.delete(_version_key(organization_id))
-        except BackendUnavailable:
-            logger.error("permission cache unavailable: could not invalidate organization")
+        with self._unflushed_lock:
+            self._unflushed.add(organization_id)
+        self._flush()
+
+    def invalidate_user(self, user_id: UUID) -> None:
+        """Forget cached answers of every organization the user belongs to."""
+        for membership in self._k.read(lambda uow: uow.memberships.list_for_user(user_id)):
+            self.invalidate(membership.organization_id)
+
+    def _flush(self) -> None:
+        cache = self._k.cache
+        if cache is None:
+            return
+        with self._unflushed_lock:
+            pending = list(self._unflushed)
+        for org_id in pending:
+            try:
+                cache.delete(_version_key(org_id))
+            except BackendUnavailable:
+                logger.error(
+                    "permission cache unavailable: invalidation of an organization deferred"
+                )
+                return
+            with self._unflushed_lock:
+                self._unflushed.discard(org_id)
 
     def compute(
         self, uow: UnitOfWork, user_id: UUID, organization_id: UUID
@@ -111,6 +145,9 @@ class AuthorizationService:
         membership = uow.memberships.get(organization_id, user_id)
         if membership is None:
             return None
+        user = uow.users.get(user_id)
+        if user is None or not user.is_active:
+            return None  # a deactivated account holds nothing anywhere
         roles = uow.roles.get_many(organization_id, membership.role_ids)
         return self.permissions_of(roles), frozenset(role.name for role in roles)
 
@@ -132,14 +169,23 @@ class AuthorizationService:
         cache = self._k.cache
         if cache is None:
             return self._from_db(user_id, organization_id)
-        vkey, ekey = _version_key(organization_id), _entry_key(organization_id, user_id)
+        if self._unflushed:
+            self._flush()
+            if organization_id in self._unflushed:
+                return self._from_db(user_id, organization_id)
+        try:
+            org_hex, user_hex = organization_id.hex, user_id.hex
+        except AttributeError:  # an id that is not a UUID names nobody: no membership
+            return self._from_db(user_id, organization_id)
+        vkey, ekey = f"um:{{o:{org_hex}}}:v", f"um:{{o:{org_hex}}}:u:{user_hex}"
         try:
             version, entry = cache.get_many((vkey, ekey))
         except BackendUnavailable:
             return self._from_db(user_id, organization_id)
+        fingerprint = self._k.registry.fingerprint
         if version is not None and entry is not None:
             head, _, body = entry.partition("|")
-            if head == version:
+            if head == f"{version}/{fingerprint}":
                 memo = self._memo
                 if body in memo:
                     return memo[body]
@@ -153,7 +199,7 @@ class AuthorizationService:
         answer = self._from_db(user_id, organization_id)
         body = _encode(answer)
         try:
-            cache.set(ekey, f"{version}|{body}", ENTRY_TTL_SECONDS)
+            cache.set(ekey, f"{version}/{fingerprint}|{body}", ENTRY_TTL_SECONDS)
         except BackendUnavailable:
             logger.warning("permission cache unavailable: serving from the database")
         return answer

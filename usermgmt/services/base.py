@@ -118,9 +118,10 @@ class Kernel:
         org: UUID | None = None,
         target_type: str | None = None,
         target_id: UUID | str | None = None,
+        outcome: str = "success",
         **metadata: Any,
     ) -> None:
-        """Append an audit event in the caller's transaction."""
+        """Append an audit event in the caller's transaction (``outcome``: success, failure, denied)."""
         ctx = ctx or EMPTY_CONTEXT
         uow.audit.add(
             AuditEvent(
@@ -129,6 +130,7 @@ class Kernel:
                 action=action,
                 actor_user_id=actor,
                 organization_id=org,
+                outcome=outcome,
                 target_type=target_type,
                 target_id=None if target_id is None else str(target_id),
                 ip=ctx.ip,

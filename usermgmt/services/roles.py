@@ -43,6 +43,14 @@ def resolve_roles(uow: UnitOfWork, organization_id: UUID, refs: Iterable[str]) -
     return list(found.values())
 
 
+def _as_list(values: object) -> object:
+    """``values`` as a list when it is a collection of names; anything else (a string,
+    a number) is passed on as is so that validation rejects it with a ValidationError."""
+    if isinstance(values, str | bytes | dict) or not isinstance(values, Iterable):
+        return values
+    return list(values)
+
+
 def check_grantable(
     authz: AuthorizationService, actor: EffectivePermissions, roles: Iterable[Role]
 ) -> None:
@@ -70,7 +78,7 @@ class RoleService:
     def list(self, actor_id: UUID, organization_id: UUID) -> list[Role]:
         """Requires ``role:read``."""
         self._authz.require(actor_id, organization_id, "role:read")
-        return self._k.read(lambda uow: uow.roles.list(organization_id))
+        return [self._live(r) for r in self._k.read(lambda uow: uow.roles.list(organization_id))]
 
     def get(self, actor_id: UUID, organization_id: UUID, role_id: UUID) -> Role:
         """Requires ``role:read``; NotFound for another organization's role."""
@@ -78,7 +86,14 @@ class RoleService:
         role = self._k.read(lambda uow: uow.roles.get(organization_id, role_id))
         if role is None:
             raise NotFound("role")
-        return role
+        return self._live(role)
+
+    def _live(self, role: Role) -> Role:
+        """The role as checks see it: system roles follow the live catalogue, so an
+        application permission registered after the role was stored shows up too."""
+        if not role.is_system:
+            return role
+        return replace(role, permissions=self._authz.permissions_of([role]))
 
     def create(
         self,
@@ -94,7 +109,7 @@ class RoleService:
         Raises RoleNameTaken, ValidationError (unknown permission), PermissionDenied.
         """
         data = parse(
-            RoleCreateIn, name=name, permissions=list(permissions), description=description
+            RoleCreateIn, name=name, permissions=_as_list(permissions), description=description
         )
         actor = self._authz.require(actor_id, organization_id, "role:manage", ctx)
         granted = self._known(data.permissions)
@@ -153,7 +168,7 @@ class RoleService:
         if description is not None:
             changes["description"] = description
         if permissions is not None:
-            changes["permissions"] = list(permissions)
+            changes["permissions"] = _as_list(permissions)
         data = parse(RoleUpdateIn, changes)
         actor = self._authz.require(actor_id, organization_id, "role:manage", ctx)
         granted = None if data.permissions is None else self._known(data.permissions)

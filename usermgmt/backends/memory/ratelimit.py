@@ -1,0 +1,187 @@
+"""In-process rate limiting and login lockout."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+from usermgmt.clock import SystemClock
+from usermgmt.ports import AttemptDecision, Clock, RateLimitResult
+
+__all__ = ["MemoryAttemptCounter", "MemoryRateLimiter"]
+
+_SWEEP_EVERY = 1024
+_FORGET_AFTER = 24 * 3600.0  # an unlocked attempt state idle this long is forgotten
+
+
+@dataclass(slots=True)
+class _Log:
+    window: float
+    hits: deque[tuple[float, int]] = field(default_factory=deque)  # (time, cost), oldest first
+    used: int = 0
+
+
+class MemoryRateLimiter:
+    """A moving-window log limiter (exact, no bucket edges), for one process.
+
+    Every accepted hit is remembered until it leaves the window; a hit that would
+    go over ``limit`` is refused and not counted. ``reset_after`` is the number of
+    seconds until the oldest remembered hit leaves the window. Thread-safe.
+    """
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._logs: dict[str, _Log] = {}
+        self._lock = threading.Lock()
+        self._hits = 0
+
+    def hit(self, key: str, *, limit: int, window_seconds: float, cost: int = 1) -> RateLimitResult:
+        """Count ``cost`` against ``limit`` per ``window_seconds``; raises ValueError
+        for a limit or cost below 1 or a window that is not positive."""
+        if limit < 1 or cost < 1 or window_seconds <= 0:
+            raise ValueError("limit and cost must be >= 1 and window_seconds > 0")
+        with self._lock:
+            now = self._clock.now().timestamp()
+            log = self._logs.get(key)
+            if log is None:
+                log = self._logs[key] = _Log(window=window_seconds)
+            log.window = window_seconds
+            horizon = now - window_seconds
+            while log.hits and log.hits[0][0] <= horizon:
+                log.used -= log.hits.popleft()[1]
+            allowed = log.used + cost <= limit
+            if allowed:
+                log.hits.append((now, cost))
+                log.used += cost
+            reset_after = log.hits[0][0] + window_seconds - now if log.hits else window_seconds
+            self._hits += 1
+            if self._hits % _SWEEP_EVERY == 0:
+                self._sweep(now)
+            return RateLimitResult(
+                allowed=allowed,
+                limit=limit,
+                remaining=max(0, limit - log.used),
+                reset_after=max(0.0, reset_after),
+            )
+
+    def reset(self, key: str) -> None:
+        """Forget every hit of ``key``."""
+        with self._lock:
+            self._logs.pop(key, None)
+
+    def _sweep(self, now: float) -> None:
+        idle = [
+            k
+            for k, log in self._logs.items()
+            if not log.hits or log.hits[-1][0] <= now - log.window
+        ]
+        for k in idle:
+            del self._logs[k]
+
+
+@dataclass(slots=True)
+class _Attempts:
+    count: int = 0
+    locked_until: float = 0.0
+    level: int = 0
+    updated_at: float = 0.0
+
+
+class MemoryAttemptCounter:
+    """Per-account login lockout with exponential backoff, for one process.
+
+    :meth:`acquire` reserves an attempt before the password is checked, so no more
+    than ``max_failures`` verifications can be in flight or failed for a key; once
+    the threshold fails, the key locks for ``lockout_seconds``, doubling with
+    each further lockout up to ``max_lockout_seconds``. The backoff level decays:
+    state left unlocked and untouched for 24 hours is forgotten. Thread-safe.
+
+    Every :meth:`acquire` that returns ``allowed`` must be followed by
+    :meth:`record_failure` or :meth:`record_success`, or the reservation stays
+    counted until the state decays.
+    """
+
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        *,
+        max_failures: int = 10,
+        lockout_seconds: float = 60.0,
+        max_lockout_seconds: float = 3600.0,
+    ) -> None:
+        if max_failures < 1 or lockout_seconds <= 0 or max_lockout_seconds < lockout_seconds:
+            raise ValueError(
+                "need max_failures >= 1 and 0 < lockout_seconds <= max_lockout_seconds"
+            )
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self.max_failures = max_failures
+        self.lockout_seconds = lockout_seconds
+        self.max_lockout_seconds = max_lockout_seconds
+        self._states: dict[str, _Attempts] = {}
+        self._lock = threading.Lock()
+        self._calls = 0
+
+    def _state(self, key: str, now: float) -> _Attempts:
+        # Called with the lock held.
+        state = self._states.get(key)
+        if state is None or (state.locked_until <= now and now - state.updated_at >= _FORGET_AFTER):
+            state = self._states[key] = _Attempts(updated_at=now)
+        self._calls += 1
+        if self._calls % _SWEEP_EVERY == 0:
+            stale = [
+                k
+                for k, s in self._states.items()
+                if s.locked_until <= now and now - s.updated_at >= _FORGET_AFTER
+            ]
+            for k in stale:
+                del self._states[k]
+        return state
+
+    def acquire(self, key: str) -> AttemptDecision:
+        """Reserve an attempt; refused while locked (``retry_after`` = the rest of the
+        lock) or while ``max_failures`` attempts are reserved (``retry_after`` = 1 s)."""
+        with self._lock:
+            now = self._clock.now().timestamp()
+            state = self._state(key, now)
+            if state.locked_until > now:
+                return AttemptDecision(allowed=False, retry_after=state.locked_until - now)
+            if state.count >= self.max_failures:
+                # refused attempts do not touch the state, so it still decays
+                return AttemptDecision(allowed=False, retry_after=1.0)
+            state.updated_at = now
+            state.count += 1
+            return AttemptDecision(allowed=True)
+
+    def record_failure(self, key: str) -> float | None:
+        """A reserved attempt failed; the lock duration in seconds if the key is now locked."""
+        with self._lock:
+            now = self._clock.now().timestamp()
+            state = self._state(key, now)
+            state.updated_at = now
+            if state.count < self.max_failures:
+                return None
+            state.level += 1
+            duration = min(
+                self.lockout_seconds * 2.0 ** min(state.level - 1, 64), self.max_lockout_seconds
+            )
+            state.locked_until = now + duration
+            state.count = 0
+            return duration
+
+    def record_success(self, key: str) -> None:
+        """A reserved attempt succeeded: forget the failures, the lock and the backoff level."""
+        with self._lock:
+            self._states.pop(key, None)
+
+    def release(self, key: str) -> None:
+        """Give back one reserved attempt (the check could not run)."""
+        with self._lock:
+            state = self._states.get(key)
+            if state is not None and state.count > 0:
+                state.count -= 1
+
+    def reset(self, key: str) -> None:
+        """Forget everything about ``key``."""
+        with self._lock:
+            self._states.pop(key, None)
