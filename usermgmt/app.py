@@ -97,8 +97,8 @@ class UserManagement:
         k = self.kernel
         self.authz = AuthorizationService(k)
         self.auth = AuthService(k, on_login=on_login)
-        self.users = UserService(k)
-        self.admin = AdminService(k, self.users)
+        self.users = UserService(k, self.authz)
+        self.admin = AdminService(k, self.users, self.authz)
         self.organizations = OrganizationService(k, self.authz)
         self.members = MembershipService(k, self.authz)
         self.invitations = InvitationService(k, self.authz)

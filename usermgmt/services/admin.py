@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 from uuid import UUID
@@ -11,14 +12,16 @@ from usermgmt.ids import new_id
 from usermgmt.models import Page, RequestContext, User
 from usermgmt.ports import UnitOfWork
 from usermgmt.schemas import AdminUserUpdateIn, PageIn, RegisterIn, parse
-from usermgmt.services.base import Kernel, decode_cursor, encode_cursor
+from usermgmt.services.authorization import AuthorizationService
+from usermgmt.services.base import Kernel, decode_cursor, encode_cursor, merge_changes
 from usermgmt.services.users import UserService
 
 
 class AdminService:
-    def __init__(self, kernel: Kernel, users: UserService) -> None:
+    def __init__(self, kernel: Kernel, users: UserService, authz: AuthorizationService) -> None:
         self._k = kernel
         self._users = users
+        self._authz = authz
 
     def _require_superuser(self, uow: UnitOfWork, actor_id: UUID) -> User:
         actor = uow.users.get(actor_id)
@@ -66,11 +69,18 @@ class AdminService:
         return self._k.write(body)
 
     def update_user(
-        self, actor_id: UUID, user_id: UUID, ctx: RequestContext | None = None, **changes: Any
+        self,
+        actor_id: UUID,
+        user_id: UUID,
+        changes: Mapping[str, Any] | None = None,
+        /,
+        *,
+        ctx: RequestContext | None = None,
+        **fields_: Any,
     ) -> User:
         """Change profile fields and flags (``is_active``, ``is_verified``, ``is_superuser``,
         ``must_reset_password``). Deactivating ends the user's sessions."""
-        data = parse(AdminUserUpdateIn, changes)
+        data = parse(AdminUserUpdateIn, merge_changes(changes, fields_))
         fields = data.model_dump(exclude_unset=True)
         k = self._k
 
@@ -102,6 +112,8 @@ class AdminService:
 
         updated, revoked = k.write(body)
         k.push_revocations(revoked)
+        if "is_active" in fields:
+            self._authz.invalidate_user(user_id)
         return updated
 
     def delete_user(self, actor_id: UUID, user_id: UUID, ctx: RequestContext | None = None) -> None:

@@ -7,7 +7,7 @@ import binascii
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -182,6 +182,19 @@ class Kernel:
 
     def expires(self, seconds: int) -> datetime:
         return self.now() + timedelta(seconds=seconds)
+
+
+def merge_changes(changes: Any, fields: dict[str, Any]) -> Any:
+    """One payload from a mapping (e.g. a request body) plus keyword fields.
+
+    Anything that is not a mapping is passed on unchanged so that validation
+    rejects it with a ValidationError.
+    """
+    if changes is None:
+        return fields
+    if not isinstance(changes, Mapping) or not fields:
+        return changes if not fields else {**fields, "__invalid__": changes}
+    return {**changes, **fields}
 
 
 # --- cursors -------------------------------------------------------------------------------

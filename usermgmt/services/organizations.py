@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -24,7 +25,7 @@ from usermgmt.permissions import MEMBER, OWNER, SYSTEM_ROLES
 from usermgmt.ports import UnitOfWork
 from usermgmt.schemas import OrganizationCreateIn, OrganizationUpdateIn, parse
 from usermgmt.services.authorization import AuthorizationService
-from usermgmt.services.base import Kernel
+from usermgmt.services.base import Kernel, merge_changes
 
 _SLUG_ATTEMPTS = 5
 
@@ -146,11 +147,15 @@ class OrganizationService:
         self,
         actor_id: UUID,
         organization_id: UUID,
+        changes: Mapping[str, Any] | None = None,
+        /,
+        *,
         ctx: RequestContext | None = None,
-        **changes: Any,
+        **fields: Any,
     ) -> Organization:
-        """Change ``name``, ``slug`` and/or ``metadata``; requires ``organization:update``."""
-        data = parse(OrganizationUpdateIn, changes)
+        """Change ``name``, ``slug`` and/or ``metadata`` (a mapping and/or keywords);
+        requires ``organization:update``. Other fields raise ValidationError."""
+        data = parse(OrganizationUpdateIn, merge_changes(changes, fields))
         fields = data.model_dump(exclude_unset=True)
         self._authz.require(actor_id, organization_id, "organization:update", ctx)
         k = self._k

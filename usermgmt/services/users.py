@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -38,7 +39,8 @@ from usermgmt.schemas import (
 )
 from usermgmt.security.opaque import hash_token, is_well_formed, new_token
 from usermgmt.services.auth import lockout_key
-from usermgmt.services.base import Kernel
+from usermgmt.services.authorization import AuthorizationService
+from usermgmt.services.base import Kernel, merge_changes
 
 logger = logging.getLogger("usermgmt.users")
 
@@ -73,8 +75,9 @@ def sole_owner_organizations(uow: UnitOfWork, user_id: UUID) -> list[UUID]:
 
 
 class UserService:
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, authz: AuthorizationService) -> None:
         self._k = kernel
+        self._authz = authz
 
     # --- registration and verification ----------------------------------------------------
 
@@ -353,10 +356,17 @@ class UserService:
         return self._k.read(lambda uow: uow.users.get_by_email(normalize_email(email)))
 
     def update_profile(
-        self, user_id: UUID, ctx: RequestContext | None = None, **changes: Any
+        self,
+        user_id: UUID,
+        changes: Mapping[str, Any] | None = None,
+        /,
+        *,
+        ctx: RequestContext | None = None,
+        **fields: Any,
     ) -> User:
-        """Change ``name`` and/or ``metadata`` (an allowlist; other fields are refused)."""
-        data = parse(ProfileUpdateIn, changes)
+        """Change ``name`` and/or ``metadata``, given as a mapping (a request body) and/or
+        keywords. An allowlist: any other field raises ValidationError and changes nothing."""
+        data = parse(ProfileUpdateIn, merge_changes(changes, fields))
         k = self._k
         fields = data.model_dump(exclude_unset=True)
 
@@ -444,6 +454,7 @@ class UserService:
             return revoked
 
         k.push_revocations(k.write(body))
+        self._authz.invalidate_user(user_id)
 
     # --- helpers ------------------------------------------------------------------------------
 

@@ -139,7 +139,7 @@ def _org_created(env: Env) -> Callable[[RequestContext], Expect]:
 
 def _org_updated(env: Env) -> Callable[[RequestContext], Expect]:
     def act(ctx: RequestContext) -> Expect:
-        env.um.organizations.update(env.owner.id, env.org.id, ctx, name="Renamed")
+        env.um.organizations.update(env.owner.id, env.org.id, ctx=ctx, name="Renamed")
         return Expect(env.owner.id, env.org.id, "organization", env.org.id)
 
     return act
@@ -246,7 +246,7 @@ def _authorization_denied(env: Env) -> Callable[[RequestContext], Expect]:
 
     def act(ctx: RequestContext) -> Expect:
         with pytest.raises(PermissionDenied):
-            env.um.organizations.update(user.id, env.org.id, ctx, name="Mine now")
+            env.um.organizations.update(user.id, env.org.id, ctx=ctx, name="Mine now")
         return Expect(user.id, env.org.id, "permission", "organization:update")
 
     return act
@@ -321,7 +321,7 @@ def test_denied_event_names_the_permission(env: Env) -> None:
 
 def test_context_fields_are_bounded(env: Env) -> None:
     ctx = RequestContext(ip="192.0.2.1", user_agent="U" * 5000, request_id="r" * 5000)
-    env.um.organizations.update(env.owner.id, env.org.id, ctx, name="Bounded")
+    env.um.organizations.update(env.owner.id, env.org.id, ctx=ctx, name="Bounded")
     (event,) = _events(env.um, "organization.updated")
     assert event.user_agent is not None
     assert 0 < len(event.user_agent) <= 512

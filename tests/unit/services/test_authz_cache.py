@@ -372,3 +372,22 @@ def test_invalidation_lost_during_cache_outage_does_not_serve_stale_permissions(
     for name, fn in original.items():  # the cache comes back with its old contents
         monkeypatch.setattr(cache, name, fn)
     assert not um.authz.has_permission(user.id, org.id, "member:invite")
+
+
+@pytest.mark.parametrize("how", ["self", "admin"])
+def test_deactivated_user_holds_nothing_even_with_a_warm_cache(
+    um: UserManagement, owner: User, org: Organization, how: str
+) -> None:
+    user = _join(um, owner, org.id, ["admin"])
+    _warm(um, user.id, org.id)
+    assert um.authz.has_permission(user.id, org.id, "member:invite")
+    if how == "self":
+        um.users.deactivate(user.id)
+    else:
+        admin, _ = create_user(um, superuser=True)
+        um.admin.update_user(admin.id, user.id, is_active=False)
+    assert not um.authz.has_permission(user.id, org.id, "member:invite")
+    assert um.authz.effective(user.id, org.id) is None
+    with pytest.raises(NotFound):
+        um.authz.require(user.id, org.id, "member:read")
+    assert um.authz.has_permission(owner.id, org.id, "member:invite")  # others unaffected

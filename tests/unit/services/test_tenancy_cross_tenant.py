@@ -102,6 +102,17 @@ def _org_scoped_methods(um: UserManagement) -> list[tuple[str, str]]:
     return sorted(found)
 
 
+def _call(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """Call ``fn`` with ``kwargs``, passing positional-only parameters by position."""
+    positional = [
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is p.POSITIONAL_ONLY and p.name in kwargs
+    ]
+    rest = {k: v for k, v in kwargs.items() if k not in positional}
+    return fn(*(kwargs[name] for name in positional), **rest)
+
+
 def _arguments(fn: Callable[..., Any], actor: UUID, org_id: UUID, victim: Tenant) -> dict[str, Any]:
     """Keyword arguments for ``fn``: ``actor`` acts, ``org_id`` is the organization,
     every other id is one of ``victim``'s resources, and the rest are valid values."""
@@ -111,7 +122,7 @@ def _arguments(fn: Callable[..., Any], actor: UUID, org_id: UUID, victim: Tenant
         if p.kind is p.VAR_KEYWORD:  # organizations.update(**changes): a real change
             values.setdefault("name", "Renamed")
             continue
-        if p.kind is p.VAR_POSITIONAL:
+        if p.kind is p.VAR_POSITIONAL or p.name == "changes":
             continue
         if index == 0:  # the acting user, whatever the parameter is called
             values[p.name] = actor
@@ -146,17 +157,19 @@ def _cases(world: World) -> list[tuple[str, Callable[[], Any]]]:
             continue
         fn = getattr(getattr(um, service), name)
         kwargs = _arguments(fn, a.owner.id, b.org_id, b)
-        cases.append((f"{service}.{name}[B org]", lambda fn=fn, kw=kwargs: fn(**kw)))
+        cases.append((f"{service}.{name}[B org]", lambda fn=fn, kw=kwargs: _call(fn, kw)))
         resource_params = {"user_id", "role_id", "invitation_id"} & set(
             list(inspect.signature(fn).parameters)[1:]
         )
         if resource_params:
             kwargs = _arguments(fn, a.owner.id, a.org_id, b)
-            cases.append((f"{service}.{name}[A org, B ids]", lambda fn=fn, kw=kwargs: fn(**kw)))
+            cases.append(
+                (f"{service}.{name}[A org, B ids]", lambda fn=fn, kw=kwargs: _call(fn, kw))
+            )
             if "user_id" in resource_params:  # B's owner is as foreign as B's member
                 kwargs = {**kwargs, "user_id": b.owner.id}
                 cases.append(
-                    (f"{service}.{name}[A org, B owner]", lambda fn=fn, kw=kwargs: fn(**kw))
+                    (f"{service}.{name}[A org, B owner]", lambda fn=fn, kw=kwargs: _call(fn, kw))
                 )
     return cases
 
