@@ -21,7 +21,8 @@ from usermgmt.email.rendering import EmailRenderer
 from usermgmt.errors import ConfigurationError
 from usermgmt.models import Permission
 from usermgmt.permissions import PermissionRegistry
-from usermgmt.ports import BreachChecker, Clock, EmailMessage, PasswordHasher
+from usermgmt.ports import BreachChecker, Clock, EmailMessage, PasswordHasher, RateLimitResult
+from usermgmt.security.clientip import client_ip
 from usermgmt.security.jwt import TokenCodecs
 from usermgmt.security.limits import BuiltinLimits
 from usermgmt.security.passwords import PasslibHasher, PasswordPolicy
@@ -160,6 +161,24 @@ class UserManagement:
         """Store the permission catalogue and create missing system roles (idempotent)."""
         self.kernel.write(lambda uow: uow.permissions.ensure(self.registry.all()))
         self.organizations.ensure_system_roles()
+
+    # --- HTTP helpers (used by the adapters; business-free) --------------------------------
+
+    def client_ip(self, peer: str | None, forwarded_for: str | None) -> str | None:
+        """The client address: ``X-Forwarded-For`` only behind ``TRUSTED_PROXIES``."""
+        return client_ip(peer, forwarded_for, self.settings.trusted_proxies)
+
+    def check_request_rate(self, client: str | None) -> RateLimitResult | None:
+        """The global per-client limit (``RATE_LIMIT_*``): the decision and the numbers for
+        the ``RateLimit-*`` headers, or None when disabled or the client is unknown."""
+        s = self.settings
+        if not s.rate_limit_enabled or client is None:
+            return None
+        return self.backends.rate_limiter.hit(
+            f"global:{client}",
+            limit=s.rate_limit_max_requests,
+            window_seconds=s.rate_limit_window_ms / 1000,
+        )
 
     # --- conveniences --------------------------------------------------------------------------
 

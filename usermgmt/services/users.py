@@ -172,21 +172,9 @@ class UserService:
             "verify:email", normalize_email(user.email), k.limits.verify_resend_per_email
         ):
             return
-        token = new_token()
-
-        def body(uow: UnitOfWork) -> None:
-            uow.tokens.invalidate_for_user(user.id, TokenPurpose.EMAIL_VERIFICATION, k.now())
-            self._add_token(uow, user, TokenPurpose.EMAIL_VERIFICATION, token)
-            k.audit(
-                uow,
-                "user.verification_sent",
-                ctx,
-                actor=user.id,
-                target_type="user",
-                target_id=user.id,
-            )
-
-        k.write(body)
+        token = self._replace_token(
+            user, TokenPurpose.EMAIL_VERIFICATION, "user.verification_sent", ctx
+        )
         k.notifier.verification(user, token)
 
     # --- passwords -------------------------------------------------------------------------
@@ -205,21 +193,9 @@ class UserService:
         user = k.read(lambda uow: uow.users.get_by_email(address))
         if user is None or not user.is_active:
             return
-        token = new_token()
-
-        def body(uow: UnitOfWork) -> None:
-            uow.tokens.invalidate_for_user(user.id, TokenPurpose.PASSWORD_RESET, k.now())
-            self._add_token(uow, user, TokenPurpose.PASSWORD_RESET, token)
-            k.audit(
-                uow,
-                "user.password_reset_requested",
-                ctx,
-                actor=user.id,
-                target_type="user",
-                target_id=user.id,
-            )
-
-        k.write(body)
+        token = self._replace_token(
+            user, TokenPurpose.PASSWORD_RESET, "user.password_reset_requested", ctx
+        )
         k.notifier.password_reset(user, token)
 
     def reset_password(self, token: str, password: str, ctx: RequestContext | None = None) -> None:
@@ -457,6 +433,20 @@ class UserService:
         self._authz.invalidate_user(user_id)
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _replace_token(
+        self, user: User, purpose: TokenPurpose, action: str, ctx: RequestContext | None
+    ) -> str:
+        """A new single-use token for the user; every outstanding one of that purpose dies."""
+        k, token = self._k, new_token()
+
+        def body(uow: UnitOfWork) -> None:
+            uow.tokens.invalidate_for_user(user.id, purpose, k.now())
+            self._add_token(uow, user, purpose, token)
+            k.audit(uow, action, ctx, actor=user.id, target_type="user", target_id=user.id)
+
+        k.write(body)
+        return token
 
     def _add_token(self, uow: UnitOfWork, user: User, purpose: TokenPurpose, token: str) -> None:
         ttl = (
