@@ -40,8 +40,10 @@ class FakeClock:
             return self._now
 
     def set(self, when: datetime) -> None:
-        """Jump to ``when`` (timezone-aware)."""
+        """Jump forward to ``when`` (timezone-aware, not earlier than now)."""
         if when.tzinfo is None:
             raise ValueError("FakeClock needs timezone-aware times")
         with self._lock:
+            if when < self._now:
+                raise ValueError("a FakeClock never goes backwards")
             self._now = when

@@ -361,6 +361,10 @@ class Settings(BaseSettings):
             "email_provider": "memory",
             "storage_backend": "memory",
             "queue_backend": "inline",
+            # in-memory means no server: a REDIS_URL in the shell must not reach the tests
+            "redis_url": None,
+            "redis_cluster": False,
+            "queue_redis_url": None,
             "jwt_secret": secrets.token_urlsafe(48),
             "jwt_refresh_secret": secrets.token_urlsafe(48),
             "password_argon2_memory_kib": 1024,

@@ -68,7 +68,8 @@ class UserMgmtError(Exception):
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description: ``code``, ``title``, ``detail`` and extras."""
         data: dict[str, Any] = {"code": self.code, "title": self.title, "detail": self.detail}
-        data.update(self.extra)
+        for key, value in self.extra.items():
+            data.setdefault(key, value)  # an extra never replaces the stable fields
         return data
 
 
@@ -281,7 +282,7 @@ class RateLimited(UserMgmtError):
         self.retry_after = max(0.0, retry_after)
         self.limit = limit
         self.remaining = remaining
-        self.reset_after = self.retry_after if reset_after is None else reset_after
+        self.reset_after = self.retry_after if reset_after is None else max(0.0, reset_after)
 
 
 class BackendError(UserMgmtError):

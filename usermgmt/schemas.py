@@ -29,7 +29,7 @@ MAX_TOKEN_LENGTH = 8192
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
 
