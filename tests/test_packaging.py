@@ -25,6 +25,8 @@ OPTIONAL_MODULES = frozenset(
         "flask",
         "starlette",
         "sqlalchemy",
+        "alembic",
+        "psycopg",
         "redis",
         "boto3",
         "botocore",
@@ -35,15 +37,15 @@ OPTIONAL_MODULES = frozenset(
         "prometheus_client",
     }
 )
-#: Distributions that must stay out of the core dependencies.
+#: Distributions that must stay out of the core dependencies. SQLAlchemy and Alembic are
+#: core dependencies (SQLite is the embedded default database) but are still never
+#: imported by ``import usermgmt`` (see OPTIONAL_MODULES).
 OPTIONAL_DISTRIBUTIONS = frozenset(
     {
         "fastapi",
         "starlette",
         "uvicorn",
         "flask",
-        "sqlalchemy",
-        "alembic",
         "psycopg",
         "redis",
         "rq",

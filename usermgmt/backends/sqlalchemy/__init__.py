@@ -1,0 +1,35 @@
+"""SQL storage on PostgreSQL (psycopg 3) and SQLite, with Alembic migrations.
+
+Chosen by the registry for ``postgresql://`` and ``sqlite://`` database URLs::
+
+    from usermgmt.backends.sqlalchemy import SqlUnitOfWorkFactory, migrate
+
+    migrate.upgrade("sqlite:///./usermgmt.db")
+    uow_factory = SqlUnitOfWorkFactory("sqlite:///./usermgmt.db")
+
+Importing :mod:`usermgmt` never imports this package (nor SQLAlchemy).
+"""
+
+from __future__ import annotations
+
+from usermgmt.backends.sqlalchemy.engine import build_engine, parse_url
+from usermgmt.backends.sqlalchemy.uow import SqlUnitOfWork, SqlUnitOfWorkFactory
+from usermgmt.config import Settings
+
+__all__ = [
+    "SqlUnitOfWork",
+    "SqlUnitOfWorkFactory",
+    "build_engine",
+    "build_unit_of_work_factory",
+    "parse_url",
+]
+
+
+def build_unit_of_work_factory(settings: Settings) -> SqlUnitOfWorkFactory:
+    """The unit-of-work factory for ``DATABASE_URL`` and ``DATABASE_READ_REPLICA_URLS``.
+
+    Raises ConfigurationError for an unusable URL and MissingDependency without psycopg.
+    """
+    return SqlUnitOfWorkFactory(
+        settings.database_url, replica_urls=tuple(settings.database_read_replica_urls)
+    )

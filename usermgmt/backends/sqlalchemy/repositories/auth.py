@@ -1,0 +1,239 @@
+"""SQL repositories for sessions, one-time tokens, OAuth accounts and the audit log.
+
+The race-prone operations (refresh rotation, revocation, token consumption) are single
+``UPDATE ... WHERE <conditions> RETURNING`` statements: the row lock the update takes
+makes concurrent callers queue, and each re-checks the conditions on the row the winner
+left, so exactly one wins. Rotation and revocation update the same ``sessions`` row and
+therefore share its lock.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import RowMapping, func, insert, select, update
+
+from usermgmt.backends.sqlalchemy.models import (
+    AuditLogRow,
+    OAuthAccountRow,
+    OneTimeTokenRow,
+    SessionRow,
+    table_of,
+)
+from usermgmt.backends.sqlalchemy.repositories._base import SqlRepository, entity_values
+from usermgmt.models import AuditEvent, OAuthAccount, OneTimeToken, Session, TokenPurpose
+from usermgmt.ports import AuditQuery
+
+__all__ = [
+    "SqlAuditLogRepository",
+    "SqlOAuthAccountRepository",
+    "SqlOneTimeTokenRepository",
+    "SqlSessionRepository",
+]
+
+SESSIONS = table_of(SessionRow)
+TOKENS = table_of(OneTimeTokenRow)
+OAUTH_ACCOUNTS = table_of(OAuthAccountRow)
+AUDIT_LOGS = table_of(AuditLogRow)
+
+
+def _token(row: RowMapping) -> OneTimeToken:
+    values = dict(row)
+    values["purpose"] = TokenPurpose(values["purpose"])
+    return OneTimeToken(**values)
+
+
+class SqlSessionRepository(SqlRepository):
+    """:class:`~usermgmt.ports.SessionRepository` in SQL."""
+
+    __slots__ = ()
+
+    def add(self, session: Session) -> None:
+        """Insert; raises Conflict for a duplicate id."""
+        self._tx.execute(insert(SESSIONS).values(entity_values(session, SESSIONS)), write=True)
+
+    def get(self, session_id: UUID) -> Session | None:
+        row = self._tx.execute(select(SESSIONS).where(SESSIONS.c.id == session_id)).mappings()
+        found = row.first()
+        return None if found is None else Session(**found)
+
+    def list_active_for_user(self, user_id: UUID, now: datetime) -> list[Session]:
+        """Unrevoked, unexpired sessions of the user, newest (``created_at``, then id) first."""
+        statement = (
+            select(SESSIONS)
+            .where(
+                SESSIONS.c.user_id == user_id,
+                SESSIONS.c.revoked_at.is_(None),
+                SESSIONS.c.expires_at > now,
+            )
+            .order_by(SESSIONS.c.created_at.desc(), SESSIONS.c.id.desc())
+        )
+        return [Session(**row) for row in self._tx.execute(statement).mappings()]
+
+    def rotate(
+        self,
+        session_id: UUID,
+        *,
+        expected_generation: int,
+        expected_token_hash: str,
+        new_token_hash: str,
+        now: datetime,
+    ) -> Session | None:
+        """Atomic compare-and-set of generation and token hash on an unrevoked session."""
+        statement = (
+            update(SESSIONS)
+            .where(
+                SESSIONS.c.id == session_id,
+                SESSIONS.c.revoked_at.is_(None),
+                SESSIONS.c.generation == expected_generation,
+                SESSIONS.c.token_hash == expected_token_hash,
+            )
+            .values(
+                generation=SESSIONS.c.generation + 1,
+                token_hash=new_token_hash,
+                last_used_at=now,
+            )
+            .returning(*SESSIONS.columns)
+        )
+        row = self._tx.execute(statement, write=True).mappings().first()
+        return None if row is None else Session(**row)
+
+    def revoke(self, session_id: UUID, now: datetime, reason: str) -> bool:
+        """Atomic: revoke if not yet revoked; True if this call revoked it."""
+        statement = (
+            update(SESSIONS)
+            .where(SESSIONS.c.id == session_id, SESSIONS.c.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason=reason)
+            .returning(SESSIONS.c.id)
+        )
+        return self._tx.execute(statement, write=True).first() is not None
+
+    def revoke_all_for_user(
+        self, user_id: UUID, now: datetime, reason: str, *, except_id: UUID | None = None
+    ) -> list[UUID]:
+        """Revoke every unrevoked session of the user but ``except_id``; the ids, sorted."""
+        statement = (
+            update(SESSIONS)
+            .where(SESSIONS.c.user_id == user_id, SESSIONS.c.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason=reason)
+            .returning(SESSIONS.c.id)
+        )
+        if except_id is not None:
+            statement = statement.where(SESSIONS.c.id != except_id)
+        return sorted(self._tx.execute(statement, write=True).scalars())
+
+    def count_active(self, now: datetime) -> int:
+        statement = (
+            select(func.count())
+            .select_from(SESSIONS)
+            .where(SESSIONS.c.revoked_at.is_(None), SESSIONS.c.expires_at > now)
+        )
+        return int(self._tx.execute(statement).scalar_one())
+
+
+class SqlOneTimeTokenRepository(SqlRepository):
+    """:class:`~usermgmt.ports.OneTimeTokenRepository` in SQL (token hashes are unique)."""
+
+    __slots__ = ()
+
+    def add(self, token: OneTimeToken) -> None:
+        """Insert; raises Conflict for a duplicate id or token hash."""
+        values = entity_values(token, TOKENS)
+        values["purpose"] = str(token.purpose)
+        self._tx.execute_guarded(insert(TOKENS).values(values))
+
+    def consume(self, purpose: TokenPurpose, token_hash: str, now: datetime) -> OneTimeToken | None:
+        """Atomic: mark used if of that purpose, unused and unexpired at ``now``."""
+        statement = (
+            update(TOKENS)
+            .where(
+                TOKENS.c.token_hash == token_hash,
+                TOKENS.c.purpose == str(purpose),
+                TOKENS.c.used_at.is_(None),
+                TOKENS.c.expires_at > now,
+            )
+            .values(used_at=now)
+            .returning(*TOKENS.columns)
+        )
+        row = self._tx.execute(statement, write=True).mappings().first()
+        return None if row is None else _token(row)
+
+    def find(self, purpose: TokenPurpose, token_hash: str) -> OneTimeToken | None:
+        statement = select(TOKENS).where(
+            TOKENS.c.token_hash == token_hash, TOKENS.c.purpose == str(purpose)
+        )
+        row = self._tx.execute(statement).mappings().first()
+        return None if row is None else _token(row)
+
+    def invalidate_for_user(self, user_id: UUID, purpose: TokenPurpose, now: datetime) -> int:
+        """Mark the user's unused, unexpired tokens of ``purpose`` used at ``now``; how many."""
+        statement = (
+            update(TOKENS)
+            .where(
+                TOKENS.c.user_id == user_id,
+                TOKENS.c.purpose == str(purpose),
+                TOKENS.c.used_at.is_(None),
+                TOKENS.c.expires_at > now,
+            )
+            .values(used_at=now)
+        )
+        return self._tx.execute(statement, write=True).rowcount
+
+
+class SqlOAuthAccountRepository(SqlRepository):
+    """:class:`~usermgmt.ports.OAuthAccountRepository` in SQL."""
+
+    __slots__ = ()
+
+    def add(self, account: OAuthAccount) -> None:
+        """Insert; raises Conflict if (provider, subject) is linked already."""
+        self._tx.execute_guarded(
+            insert(OAUTH_ACCOUNTS).values(entity_values(account, OAUTH_ACCOUNTS))
+        )
+
+    def get(self, provider: str, subject: str) -> OAuthAccount | None:
+        statement = select(OAUTH_ACCOUNTS).where(
+            OAUTH_ACCOUNTS.c.provider == provider, OAUTH_ACCOUNTS.c.subject == subject
+        )
+        row = self._tx.execute(statement).mappings().first()
+        return None if row is None else OAuthAccount(**row)
+
+    def list_for_user(self, user_id: UUID) -> list[OAuthAccount]:
+        """The user's linked accounts, ordered by id."""
+        statement = (
+            select(OAUTH_ACCOUNTS)
+            .where(OAUTH_ACCOUNTS.c.user_id == user_id)
+            .order_by(OAUTH_ACCOUNTS.c.id)
+        )
+        return [OAuthAccount(**row) for row in self._tx.execute(statement).mappings()]
+
+
+class SqlAuditLogRepository(SqlRepository):
+    """:class:`~usermgmt.ports.AuditLogRepository` in SQL (append-only)."""
+
+    __slots__ = ()
+
+    def add(self, event: AuditEvent) -> None:
+        """Append; raises Conflict for a duplicate id."""
+        self._tx.execute(insert(AUDIT_LOGS).values(entity_values(event, AUDIT_LOGS)), write=True)
+
+    def list(self, query: AuditQuery, *, limit: int, before: UUID | None) -> list[AuditEvent]:
+        """Matching events newest first by id; ``since`` inclusive, ``until`` exclusive."""
+        if limit <= 0:
+            return []
+        c = AUDIT_LOGS.c
+        statement = select(AUDIT_LOGS).order_by(c.id.desc()).limit(limit)
+        if before is not None:
+            statement = statement.where(c.id < before)
+        if query.organization_id is not None:
+            statement = statement.where(c.organization_id == query.organization_id)
+        if query.action is not None:
+            statement = statement.where(c.action == query.action)
+        if query.actor_user_id is not None:
+            statement = statement.where(c.actor_user_id == query.actor_user_id)
+        if query.since is not None:
+            statement = statement.where(c.occurred_at >= query.since)
+        if query.until is not None:
+            statement = statement.where(c.occurred_at < query.until)
+        return [AuditEvent(**row) for row in self._tx.execute(statement).mappings()]

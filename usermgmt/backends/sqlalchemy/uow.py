@@ -1,0 +1,228 @@
+"""The SQL unit of work and its factory (primary plus optional read replicas)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import Connection, CursorResult, Engine, Executable, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from usermgmt.backends.sqlalchemy.engine import READ_ONLY_OPTION, build_engine, redact
+from usermgmt.backends.sqlalchemy.errors import raise_translated
+from usermgmt.backends.sqlalchemy.repositories import (
+    SqlAuditLogRepository,
+    SqlInvitationRepository,
+    SqlMembershipRepository,
+    SqlOAuthAccountRepository,
+    SqlOneTimeTokenRepository,
+    SqlOrganizationRepository,
+    SqlPermissionRepository,
+    SqlRoleRepository,
+    SqlSessionRepository,
+    SqlUserRepository,
+)
+from usermgmt.errors import BackendUnavailable
+from usermgmt.ports import (
+    AuditLogRepository,
+    InvitationRepository,
+    MembershipRepository,
+    OAuthAccountRepository,
+    OneTimeTokenRepository,
+    OrganizationRepository,
+    PermissionRepository,
+    RoleRepository,
+    SessionRepository,
+    UserRepository,
+)
+
+__all__ = ["SqlUnitOfWork", "SqlUnitOfWorkFactory"]
+
+logger = logging.getLogger("usermgmt.sql")
+
+
+def _connect(engine: Engine) -> Connection:
+    try:
+        return engine.connect()
+    except SQLAlchemyError as exc:
+        raise_translated(exc)
+
+
+class SqlUnitOfWork:
+    """One database transaction on one pooled connection.
+
+    ``with uow:`` checks a connection out; the transaction begins with the first
+    statement (``BEGIN IMMEDIATE`` on SQLite unless read-only). :meth:`commit` may be
+    called several times; leaving the block rolls back whatever was not committed and
+    returns the connection. Repositories raise RuntimeError outside the block, and for
+    writes in a ``read_only`` unit of work (which PostgreSQL also runs ``READ ONLY``).
+    Database errors come out translated (see :mod:`usermgmt.backends.sqlalchemy.errors`).
+    """
+
+    def __init__(self, engines: Sequence[Engine], *, read_only: bool = False) -> None:
+        if not engines:
+            raise ValueError("a unit of work needs at least one engine")
+        self._engines = tuple(engines)  # tried in order: a replica first, then the primary
+        self.read_only = read_only
+        self._connection: Connection | None = None
+        self._dialect_name = engines[0].dialect.name
+        self.users: UserRepository = SqlUserRepository(self)
+        self.organizations: OrganizationRepository = SqlOrganizationRepository(self)
+        self.permissions: PermissionRepository = SqlPermissionRepository(self)
+        self.roles: RoleRepository = SqlRoleRepository(self)
+        self.memberships: MembershipRepository = SqlMembershipRepository(self)
+        self.invitations: InvitationRepository = SqlInvitationRepository(self)
+        self.sessions: SessionRepository = SqlSessionRepository(self)
+        self.tokens: OneTimeTokenRepository = SqlOneTimeTokenRepository(self)
+        self.oauth_accounts: OAuthAccountRepository = SqlOAuthAccountRepository(self)
+        self.audit: AuditLogRepository = SqlAuditLogRepository(self)
+
+    # -- the transaction protocol of the repositories ----------------------------------
+
+    @property
+    def dialect_name(self) -> str:
+        return self._dialect_name
+
+    def _open(self) -> Connection:
+        if self._connection is None:
+            raise RuntimeError("use the repositories inside 'with uow:'")
+        return self._connection
+
+    def execute(self, statement: Executable, *, write: bool = False) -> CursorResult[Any]:
+        """Run ``statement`` in the transaction; database errors come out translated."""
+        connection = self._open()
+        if write and self.read_only:
+            raise RuntimeError("this unit of work is read-only")
+        try:
+            return connection.execute(statement)
+        except SQLAlchemyError as exc:
+            raise_translated(exc)
+
+    def execute_guarded(self, statement: Executable) -> int:
+        """Run a write that may break a constraint; the rows it matched.
+
+        On PostgreSQL a failed statement aborts the whole transaction, so the statement
+        runs in a savepoint: a translated EmailTaken (say) leaves the unit of work usable,
+        as with the other backends. SQLite undoes just the failed statement by itself.
+        """
+        connection = self._open()
+        if self.read_only:
+            raise RuntimeError("this unit of work is read-only")
+        try:
+            if self._dialect_name != "postgresql":
+                return connection.execute(statement).rowcount
+            with connection.begin_nested():
+                return connection.execute(statement).rowcount
+        except SQLAlchemyError as exc:
+            raise_translated(exc)
+
+    # -- UnitOfWork ------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        if self._connection is not None:
+            raise RuntimeError("this unit of work is already open")
+        *replicas, last = self._engines
+        connection: Connection | None = None
+        for engine in replicas:
+            try:
+                connection = _connect(engine)
+                break
+            except BackendUnavailable:
+                logger.warning(
+                    "read replica %s unavailable; reading from the next", redact(engine.url)
+                )
+        if connection is None:
+            connection = _connect(last)
+        if self.read_only:
+            options: dict[str, Any] = {READ_ONLY_OPTION: True}
+            if connection.dialect.name == "postgresql":
+                options["postgresql_readonly"] = True
+            connection.execution_options(**options)
+        self._connection = connection
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            connection.rollback()
+        except SQLAlchemyError as cleanup_error:
+            connection.invalidate()  # never hand a connection in an unknown state back
+            if exc is None:
+                raise_translated(cleanup_error)
+            logger.warning("rollback failed after an error: %s", type(cleanup_error).__name__)
+        finally:
+            connection.close()
+
+    def commit(self) -> None:
+        """Commit the writes since the last commit; the unit of work stays open."""
+        connection = self._open()
+        try:
+            connection.commit()
+        except SQLAlchemyError as exc:
+            raise_translated(exc)
+
+    def rollback(self) -> None:
+        """Undo the writes since the last commit; the unit of work stays open."""
+        connection = self._open()
+        try:
+            connection.rollback()
+        except SQLAlchemyError as exc:
+            raise_translated(exc)
+
+
+class SqlUnitOfWorkFactory:
+    """:class:`~usermgmt.ports.UnitOfWorkFactory` on PostgreSQL or SQLite.
+
+    Writes go to the primary ``url``; read-only units of work go to the
+    ``replica_urls`` in turn (falling back to the primary when one cannot be reached).
+    Engines connect lazily. Call :meth:`dispose` to close the pools.
+
+    Raises ConfigurationError for an unusable URL and MissingDependency without psycopg.
+    """
+
+    def __init__(self, url: str, *, replica_urls: Sequence[str] = (), echo: bool = False) -> None:
+        self.engine = build_engine(url, echo=echo)
+        self.replicas = tuple(build_engine(u, echo=echo) for u in replica_urls)
+        self._turn = itertools.count()
+        self._turn_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"SqlUnitOfWorkFactory({redact(self.engine.url)!r}, replicas={len(self.replicas)})"
+
+    @property
+    def dialect_name(self) -> str:
+        """``postgresql`` or ``sqlite``."""
+        return self.engine.dialect.name
+
+    def __call__(self, *, read_only: bool = False) -> SqlUnitOfWork:
+        """A new unit of work; ``read_only`` ones are served by a replica when there is one."""
+        if not read_only or not self.replicas:
+            return SqlUnitOfWork([self.engine], read_only=read_only)
+        with self._turn_lock:
+            turn = next(self._turn)
+        replica = self.replicas[turn % len(self.replicas)]
+        return SqlUnitOfWork([replica, self.engine], read_only=True)
+
+    def check(self) -> None:
+        """Run ``SELECT 1`` on the primary; raises BackendUnavailable when it fails."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            raise BackendUnavailable("The database is unavailable.") from exc
+
+    def dispose(self) -> None:
+        """Close every pooled connection (of the primary and the replicas)."""
+        for engine in (self.engine, *self.replicas):
+            engine.dispose()
