@@ -9,10 +9,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from usermgmt.backends import Backends, build_backends
 from usermgmt.clock import FakeClock, SystemClock
@@ -37,6 +38,9 @@ from usermgmt.services.notifications import SEND_EMAIL_TASK, Notifier
 from usermgmt.services.organizations import OrganizationService
 from usermgmt.services.roles import RoleService
 from usermgmt.services.users import UserService
+
+if TYPE_CHECKING:
+    from usermgmt.observability.health import HealthService
 
 logger = logging.getLogger("usermgmt")
 
@@ -182,6 +186,13 @@ class UserManagement:
 
     # --- conveniences --------------------------------------------------------------------------
 
+    @functools.cached_property
+    def health(self) -> HealthService:
+        """Health checks of the backends (what ``/health`` and its siblings serve)."""
+        from usermgmt.observability.health import HealthService
+
+        return HealthService(self)
+
     @property
     def outbox(self) -> Any:
         """The in-memory email outbox (a MemoryEmailSender), when email goes there."""
@@ -203,10 +214,14 @@ class UserManagement:
         return dataclasses.replace(self.backends, **changes)
 
     def close(self) -> None:
-        """Stop background workers of the in-process queue, if any."""
+        """Stop background workers of the in-process queue, if any, and close the
+        database connection pools (a later use opens new connections)."""
         close = getattr(self.backends.queue, "close", None)
         if callable(close):
             close()
+        dispose = getattr(self.backends.uow, "dispose", None)
+        if callable(dispose):
+            dispose()
 
     def _send_email(self, payload: Mapping[str, Any]) -> None:
         self.backends.email.send(

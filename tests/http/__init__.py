@@ -1,0 +1,1 @@
+"""HTTP contract tests, run against every web adapter."""
