@@ -22,8 +22,6 @@ In order, for each HTTP request:
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 from collections.abc import Iterable
 from typing import Final
 
@@ -32,33 +30,22 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from usermgmt import http
 from usermgmt.app import UserManagement
-from usermgmt.errors import UserMgmtError
-from usermgmt_fastapi.errors import (
-    internal_error_response,
-    problem_response,
-    rate_limit_headers,
-    status_for,
-)
+from usermgmt.http import DEFAULT_MAX_BODY_BYTES, HSTS, REQUEST_ID_HEADER, SECURITY_HEADERS
+from usermgmt_fastapi.errors import internal_error_response, render
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "REQUEST_ID_HEADER", "STATE_KEY", "UserMgmtMiddleware"]
 
 logger = logging.getLogger("usermgmt.http")
 
-DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
-REQUEST_ID_HEADER: Final = "X-Request-ID"
 #: Where :func:`usermgmt_fastapi.install` keeps the UserManagement: ``app.state.usermgmt``.
 STATE_KEY: Final = "usermgmt"
-HSTS: Final = "max-age=63072000; includeSubDomains"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._~:+/=-]{1,128}$")
 
 
 def request_id_from(headers: Headers) -> str:
     """The caller's request id when it is sane, else a fresh one."""
-    given = headers.get(REQUEST_ID_HEADER)
-    if given is not None and _REQUEST_ID.match(given):
-        return given
-    return uuid.uuid4().hex
+    return http.request_id_from(headers.get(REQUEST_ID_HEADER))
 
 
 class _BodyTooLarge(HTTPException):
@@ -92,9 +79,6 @@ class UserMgmtMiddleware:
         um = getattr(state, STATE_KEY, None)
         return um if isinstance(um, UserManagement) else self.um
 
-    def _exempt(self, path: str) -> bool:
-        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.exempt_prefixes)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -116,61 +100,41 @@ class UserMgmtMiddleware:
                 out[REQUEST_ID_HEADER] = request_id
                 for key, value in extra_headers.items():
                     out.setdefault(key, value)  # a stricter limit's own numbers win
-                out.setdefault("X-Content-Type-Options", "nosniff")
-                out.setdefault("Referrer-Policy", "no-referrer")
+                for key, value in SECURITY_HEADERS.items():
+                    out.setdefault(key, value)
                 if https:
                     out.setdefault("Strict-Transport-Security", HSTS)
             await send(message)
 
-        async def refuse(status: int, code: str, detail: str, **more: str) -> None:
-            extra_headers.update(more)
-            response = problem_response(
-                status, code, detail=detail, instance=path, request_id=request_id
-            )
-            await response(scope, receive, send_with_headers)
+        async def refuse(reply: http.ProblemReply) -> None:
+            await render(reply)(scope, receive, send_with_headers)
 
         # --- global rate limit ----------------------------------------------------------
-        if not self._exempt(path):
+        if not http.is_exempt(path, self.exempt_prefixes):
             client = scope.get("client")
-            peer = client[0] if client else None
-            address = um.client_ip(peer, headers.get("x-forwarded-for"))
-            try:
-                # off the event loop: with Redis this is a network round trip
-                decision = await run_in_threadpool(um.check_request_rate, address)
-            except UserMgmtError as exc:
-                await refuse(status_for(exc), exc.code, exc.title)
+            verdict = await run_in_threadpool(  # off the event loop: Redis is a round trip
+                http.check_global_rate,
+                um,
+                client[0] if client else None,
+                headers.get("x-forwarded-for"),
+                instance=path,
+                request_id=request_id,
+            )
+            extra_headers.update(verdict.headers)
+            if verdict.refusal is not None:
+                await refuse(verdict.refusal)
                 return
-            if decision is not None:
-                extra_headers.update(
-                    rate_limit_headers(decision.limit, decision.remaining, decision.reset_after)
-                )
-                if not decision.allowed:
-                    await refuse(
-                        429,
-                        "rate_limited",
-                        "Too many requests; try again later.",
-                        **rate_limit_headers(
-                            decision.limit,
-                            0,
-                            decision.reset_after,
-                            retry_after=decision.reset_after,
-                        ),
-                    )
-                    return
 
         # --- body size ------------------------------------------------------------------
-        length = headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                await refuse(400, "bad_request", "Invalid Content-Length header.")
-                return
-            if int(length) > self.max_body_bytes:
-                await refuse(
-                    413,
-                    "payload_too_large",
-                    f"The request body is larger than {self.max_body_bytes} bytes.",
-                )
-                return
+        refusal = http.check_content_length(
+            headers.get("content-length"),
+            self.max_body_bytes,
+            instance=path,
+            request_id=request_id,
+        )
+        if refusal is not None:
+            await refuse(refusal)
+            return
         received = 0
 
         async def counted_receive() -> Message:

@@ -4,7 +4,7 @@ Tests talk to the ``api`` fixture only (never to a framework): ``api.post(path,
 json=..., token=...)`` returns an :class:`ApiResponse` with ``status_code``,
 ``headers`` and ``json()``. Each adapter is one entry of ``ADAPTERS`` whose builder
 mounts a :class:`~usermgmt.UserManagement` on a fresh application and wraps that
-framework's test client. The Flask adapter adds its entry beside FastAPI's.
+framework's test client.
 
 Every response is checked on the way for the contract's invariants (``X-Request-ID``,
 security headers, problem documents for errors, no password or token hash in any
@@ -16,7 +16,11 @@ core services directly: it is faster and keeps the built-in throttles out of the
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import json as jsonlib
+import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -59,6 +63,10 @@ class Headers:
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key.lower() in self._map
+
+    def items(self) -> list[tuple[str, str]]:
+        """Every header as sent, repeated ones included."""
+        return list(self._items)
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
@@ -171,11 +179,137 @@ def build_fastapi(um: UserManagement, peer: str) -> Client:
     return _StarletteClient(app, peer)
 
 
-#: name → builder(um, peer address) -> Client. The Flask adapter adds ``"flask"``.
-BUILDERS: dict[str, Callable[[UserManagement, str], Client]] = {"fastapi": build_fastapi}
-ADAPTERS = [pytest.param("fastapi", id="fastapi")]
+# --- the Flask adapter ---------------------------------------------------------------------
+
+
+class _ChunkedInput:
+    """A WSGI input stream over an iterable of chunks: a body sent without
+    Content-Length, as a server passes a chunked request (``wsgi.input_terminated``)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+        if size < 0:
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def readline(self, size: int = -1) -> bytes:  # pragma: no cover - WSGI requires it
+        return self.read(size)
+
+    def close(self) -> None:
+        self._chunks = iter(())
+
+
+class _WerkzeugClient:
+    def __init__(self, app: Any, peer: str) -> None:
+        self._app = app
+        self._client = app.test_client()
+        self._environ_base = {"REMOTE_ADDR": peer, "HTTP_USER_AGENT": "testclient"}
+        self._client.environ_base.update(self._environ_base)
+
+    def bind(self, um: UserManagement) -> None:
+        self._app.extensions["usermgmt"].um = um
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        content: bytes | Iterable[bytes] | None,
+        params: Mapping[str, str] | None,
+    ) -> ApiResponse:
+        from flask.testing import EnvironBuilder  # the scheme and host come from the URL
+        from werkzeug.wrappers import Request
+
+        chunks = None if content is None or isinstance(content, bytes) else content
+        builder = EnvironBuilder(
+            self._app,
+            path=url,
+            method=method,
+            headers=dict(headers),
+            # the bytes as they are (``data`` would encode an empty form body)
+            input_stream=io.BytesIO(content) if isinstance(content, bytes) else None,
+            query_string=dict(params) if params else None,
+            environ_base=self._environ_base,
+        )
+        environ = builder.get_environ()
+        if chunks is not None:
+            environ["wsgi.input"] = _ChunkedInput(chunks)
+            environ["wsgi.input_terminated"] = True
+            environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+            environ.pop("CONTENT_LENGTH", None)
+        for key, value in headers.items():
+            if key.lower() == "content-length":  # as sent, even when it is not a number
+                environ["CONTENT_LENGTH"] = value
+        response = self._client.open(Request(environ), follow_redirects=True)
+        return ApiResponse(
+            response.status_code, Headers(list(response.headers.items())), response.get_data()
+        )
+
+    def openapi(self) -> dict[str, Any] | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def flask_rule(path: str) -> str:
+    """A path template of the FastAPI form (``{org_id}``) as a Werkzeug rule."""
+    return re.sub(r"\{(\w+)\}", r"<\1>", path)
+
+
+def build_flask(um: UserManagement, peer: str) -> Client:
+    from flask import Flask
+
+    import usermgmt_flask
+
+    app = Flask("usermgmt_http_tests", static_folder=None)
+    usermgmt_flask.UserMgmt(app, um)
+
+    @app.get(flask_rule(DEMO_PATH))
+    @usermgmt_flask.permission_required(DEMO_PERMISSION)
+    def demo_projects(org_id: str) -> dict[str, Any]:
+        user = usermgmt_flask.current_user()
+        return {"organization_id": org_id, "user_id": str(user.id), "items": []}
+
+    @app.get(BOOM_PATH)
+    def demo_boom() -> None:
+        raise RuntimeError(
+            "sqlalchemy.exc.OperationalError: SELECT password_hash FROM users -- Traceback"
+        )
+
+    return _WerkzeugClient(app, peer)
+
+
+#: name → builder(um, peer address) -> Client.
+BUILDERS: dict[str, Callable[[UserManagement, str], Client]] = {
+    "fastapi": build_fastapi,
+    "flask": build_flask,
+}
+
+
+def _adapter(name: str, module: str) -> Any:
+    """The adapter's parameter, skipped without its framework (``usermgmt[<name>]``)."""
+    missing = importlib.util.find_spec(module) is None
+    reason = f'needs {module}: pip install "usermgmt[{name}]"'
+    if missing and os.environ.get("CI") == "true":
+        return pytest.param(name, id=name)  # under CI a missing adapter fails, never skips
+    return pytest.param(name, id=name, marks=pytest.mark.skipif(missing, reason=reason))
+
+
+ADAPTERS = [_adapter("fastapi", "fastapi"), _adapter("flask", "flask")]
 #: Adapters serving an OpenAPI document.
-OPENAPI_ADAPTERS = [pytest.param("fastapi", id="fastapi")]
+OPENAPI_ADAPTERS = [_adapter("fastapi", "fastapi")]
 
 
 # --- the api fixture -------------------------------------------------------------------------
@@ -401,6 +535,50 @@ def api_factory(
 def api(api_factory: Callable[..., Api]) -> Api:
     """The default Api: in-memory backends, default settings, global limit out of the way."""
     return api_factory()
+
+
+# --- Flask-specific tests ------------------------------------------------------------------
+
+
+@dataclass
+class FlaskKit:
+    """What the Flask-specific tests build their own applications with (the ``flask_kit``
+    fixture), so that the framework stays out of the test modules."""
+
+    flask: Any  # the flask module
+    ext: Any  # usermgmt_flask
+    made: list[UserManagement] = field(default_factory=list)
+
+    def um(self, **settings: Any) -> UserManagement:
+        """A fresh in-memory UserManagement, as ``api_factory`` makes them."""
+        values: dict[str, Any] = {"rate_limit_max_requests": 100_000, **settings}
+        um = UserManagement.in_memory(Settings.for_tests(**values), clock=FakeClock())
+        um.register_permission(DEMO_PERMISSION, "Demo permission of the test app")
+        self.made.append(um)
+        return um
+
+    def app(self) -> Any:
+        """A bare Flask application (no static route)."""
+        return self.flask.Flask("usermgmt_flask_tests", static_folder=None)
+
+    def api(self, app: Any, um: UserManagement, *, peer: str = "testclient") -> Api:
+        """An Api speaking to ``app`` (set up with ``um``), with the contract's checks."""
+        return Api("flask", um, _WerkzeugClient(app, peer))
+
+
+@pytest.fixture
+def flask_kit() -> Iterator[FlaskKit]:
+    """Flask and usermgmt_flask for the Flask-specific tests (skipped without Flask)."""
+    if os.environ.get("CI") == "true":
+        import flask  # under CI a missing Flask must fail, not skip
+    else:
+        flask = pytest.importorskip("flask")
+    import usermgmt_flask
+
+    kit = FlaskKit(flask, usermgmt_flask)
+    yield kit
+    for um in kit.made:
+        um.close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,16 +1,14 @@
-"""What every router shares: response envelopes, OpenAPI declarations, no-store."""
+"""What every router shares: response envelopes (from :mod:`usermgmt.http`, the
+adapter-neutral contract), OpenAPI declarations, no-store."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final
 
 from fastapi import Response
-from pydantic import BaseModel, ConfigDict
 
-from usermgmt.models import Page
+from usermgmt.http import PROBLEM_MEDIA_TYPE, AcceptedOut, ItemsOut, Problem, items, page
 from usermgmt.schemas import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from usermgmt_fastapi.errors import PROBLEM_MEDIA_TYPE, Problem
 
 __all__ = [
     "ACCESS_KEY",
@@ -24,9 +22,6 @@ __all__ = [
     "page",
     "problems",
 ]
-
-T = TypeVar("T")
-S = TypeVar("S")
 
 #: OpenAPI extension naming who may call an operation (SEC-AC-01): ``anyone``,
 #: ``user`` (any signed-in user), ``member`` (of the path's organization),
@@ -45,34 +40,6 @@ _DESCRIPTIONS: Final = {
     503: "A backend is unavailable",
 }
 _PROBLEM_SCHEMA: Final = Problem.model_json_schema()
-
-
-class ItemsOut(BaseModel, Generic[T]):
-    """A list: one page of a cursor-paginated collection (``next_cursor`` null at the end)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    items: list[T]
-    next_cursor: str | None = None
-
-
-class AcceptedOut(BaseModel):
-    """202: the request is taken; its outcome is not revealed (no account enumeration)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    status: str = "accepted"
-    detail: str
-
-
-def page(result: Page[S], convert: Callable[[S], T]) -> ItemsOut[T]:
-    """A core page as the HTTP envelope."""
-    return ItemsOut(items=[convert(x) for x in result.items], next_cursor=result.next_cursor)
-
-
-def items(values: Iterable[T]) -> ItemsOut[T]:
-    """An unpaginated list in the same envelope (``next_cursor`` always null)."""
-    return ItemsOut(items=list(values), next_cursor=None)
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
