@@ -21,6 +21,7 @@ from usermgmt.config import Settings
 from usermgmt.email.rendering import EmailRenderer
 from usermgmt.errors import ConfigurationError
 from usermgmt.models import Permission
+from usermgmt.observability import hooks
 from usermgmt.permissions import PermissionRegistry
 from usermgmt.ports import BreachChecker, Clock, EmailMessage, PasswordHasher, RateLimitResult
 from usermgmt.security.clientip import client_ip
@@ -41,10 +42,22 @@ from usermgmt.services.users import UserService
 
 if TYPE_CHECKING:
     from usermgmt.observability.health import HealthService
+    from usermgmt.observability.metrics import Metrics
 
 logger = logging.getLogger("usermgmt")
 
 Task = Callable[[Mapping[str, Any]], None]
+
+
+def _login_counter(on_login: Callable[[str], None] | None) -> Callable[[str], None]:
+    """Every login result goes to the metrics hooks, then to the application's callback."""
+
+    def count(result: str) -> None:
+        hooks.count_login(result)
+        if on_login is not None:
+            on_login(result)
+
+    return count
 
 
 class UserManagement:
@@ -101,7 +114,7 @@ class UserManagement:
         )
         k = self.kernel
         self.authz = AuthorizationService(k)
-        self.auth = AuthService(k, on_login=on_login)
+        self.auth = AuthService(k, on_login=_login_counter(on_login))
         self.users = UserService(k, self.authz)
         self.admin = AdminService(k, self.users, self.authz)
         self.organizations = OrganizationService(k, self.authz)
@@ -192,6 +205,15 @@ class UserManagement:
         from usermgmt.observability.health import HealthService
 
         return HealthService(self)
+
+    @functools.cached_property
+    def metrics(self) -> Metrics:
+        """Prometheus metrics (what ``/metrics`` serves), created on first use; this also
+        starts the process's instruments. Raises MissingDependency without
+        prometheus-client (the ``metrics`` extra)."""
+        from usermgmt.observability.metrics import Metrics
+
+        return Metrics(self)
 
     @property
     def outbox(self) -> Any:

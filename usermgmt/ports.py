@@ -53,6 +53,10 @@ class UserRepository(Protocol):
     def get_by_email(self, email: str) -> User | None:
         """Look up by email, case-insensitively."""
 
+    def get_many(self, user_ids: Iterable[UUID]) -> builtins.list[User]:
+        """The users with these ids, each once, in any order; ids without a user are
+        skipped. One round trip however many ids (lists of members use it)."""
+
     def update(self, user: User) -> None:
         """Replace the stored user. Raises EmailTaken if the new email belongs to another user."""
 
@@ -263,8 +267,9 @@ class UnitOfWork(Protocol):
 
 
 class UnitOfWorkFactory(Protocol):
-    def __call__(self, *, read_only: bool = False) -> UnitOfWork:
-        """A new unit of work; ``read_only`` ones may be served by a read replica."""
+    def __call__(self, *, read_only: bool = False, replica: bool = False) -> UnitOfWork:
+        """A new unit of work. ``read_only`` ones refuse writes (and take no write lock);
+        ``replica=True`` (implies read-only) may be served by a read replica that lags."""
 
     def check(self) -> None:
         """Raise BackendUnavailable if the store cannot be reached (health checks)."""

@@ -217,7 +217,9 @@ class TestReplicas:
                 uow.commit()
             with factory() as uow:  # writes and read-write units of work: the primary
                 assert uow.users.get(user.id) == user
-            with factory(read_only=True) as uow:  # the (lagging) replica has nothing yet
+            with factory(read_only=True) as uow:  # read-only but not lag-tolerant: the primary
+                assert uow.users.get(user.id) == user
+            with factory(replica=True) as uow:  # the (lagging) replica has nothing yet
                 assert uow.users.get(user.id) is None
         finally:
             factory.dispose()
@@ -229,7 +231,7 @@ class TestReplicas:
         broken = f"sqlite:///{tmp_path / 'missing' / 'replica.db'}"
         factory = SqlUnitOfWorkFactory(primary, replica_urls=[broken])
         try:
-            with factory(read_only=True) as uow:
+            with factory(replica=True) as uow:
                 assert uow.users.count() == 0
         finally:
             factory.dispose()

@@ -3,7 +3,8 @@
 Backends are chosen by URL scheme (``memory://``, ``sqlite://``, ``postgresql://``,
 ``redis://``, ``redis+cluster://``) or provider name. Drivers are imported only
 when chosen; a missing one raises :class:`~usermgmt.errors.MissingDependency`
-naming the extra to install.
+naming the extra to install (SQLAlchemy and Alembic are core dependencies: SQLite
+needs nothing more, PostgreSQL the ``postgres`` extra, which brings psycopg 3).
 """
 
 from __future__ import annotations
@@ -77,7 +78,9 @@ def build_backends(settings: Settings, clock: Clock, runner: TaskRunner) -> Back
     if in_process:
         uow: UnitOfWorkFactory = memory.MemoryUnitOfWorkFactory(memory.MemoryStore())
     elif url.startswith(("sqlite", "postgres")):
-        require_module("sqlalchemy", "SQLAlchemy", "postgres")
+        # SQLAlchemy and Alembic are core dependencies; PostgreSQL needs the psycopg driver.
+        if url.split(":", 1)[0] in ("postgresql", "postgres", "postgresql+psycopg"):
+            require_module("psycopg", "psycopg", "postgres")
         sql = _our_backend("usermgmt.backends.sqlalchemy", "SQL storage")
         uow = sql.build_unit_of_work_factory(settings)
     else:

@@ -292,6 +292,9 @@ class AuthService:
                         expires_in=k.settings.access_token_ttl_seconds,
                         session_id=session.id,
                     )
+                latest = uow.sessions.get(session.id)
+                if latest is not None and latest.revoked_at is not None:
+                    raise TokenRevoked("This session has ended.")  # lost to a logout: no alarm
             # an older generation, or the loser of a concurrent rotation: reuse
             self._revoke(uow, session.id, "reuse", revoked)
             k.audit(

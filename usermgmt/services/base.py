@@ -103,7 +103,7 @@ class Kernel:
 
     def read(self, body: Callable[[UnitOfWork], T], *, replica: bool = False) -> T:
         """Run ``body`` in a read-only unit of work (a replica may serve it when allowed)."""
-        with self.uow(read_only=replica) as uow:
+        with self.uow(read_only=True, replica=replica) as uow:
             return body(uow)
 
     # --- audit ----------------------------------------------------------------------------

@@ -70,16 +70,15 @@ class MembershipService:
 
         def body(uow: UnitOfWork) -> list[MemberView]:
             roles = {r.id: r for r in uow.roles.list(organization_id)}
-            views = []
-            for m in uow.memberships.list_for_organization(
+            memberships = uow.memberships.list_for_organization(
                 organization_id, limit=page.limit + 1, after=after
-            ):
-                user = uow.users.get(m.user_id)
-                if user is not None:
-                    views.append(
-                        MemberView(m, user, tuple(roles[r] for r in m.role_ids if r in roles))
-                    )
-            return views
+            )
+            users = {u.id: u for u in uow.users.get_many(m.user_id for m in memberships)}
+            return [
+                MemberView(m, users[m.user_id], tuple(roles[r] for r in m.role_ids if r in roles))
+                for m in memberships
+                if m.user_id in users
+            ]
 
         views = self._k.read(body)
         more = len(views) > page.limit

@@ -492,6 +492,20 @@ class UserRepositoryContract:
             uow.users.add(make_user(email="A@EXAMPLE.com"))
         assert peek(uow_factory, lambda uow: uow.users.count()) == 1
 
+    def test_users_get_many(self, uow_factory: UnitOfWorkFactory) -> None:
+        first, second, third = (make_user(metadata={"n": i}) for i in range(3))
+        add_all(uow_factory, lambda uow: uow.users.add, first, second, third)
+        with uow_factory(read_only=True) as uow:
+            found = uow.users.get_many([third.id, new_id(), first.id, third.id])
+            assert sorted(found, key=lambda u: u.id) == sorted([first, third], key=lambda u: u.id)
+            assert uow.users.get_many([]) == []
+            assert uow.users.get_many(iter([new_id()])) == []
+            everyone = uow.users.get_many(u.id for u in (first, second, third))
+            assert {u.id for u in everyone} == {first.id, second.id, third.id}
+            assert len(everyone) == 3
+            found[0].metadata["changed"] = True  # never the stored object
+            assert uow.users.get(found[0].id) in (first, third)
+
     def test_users_update(self, uow_factory: UnitOfWorkFactory) -> None:
         user = _seed_user(uow_factory, email="old@example.com")
         changed = dataclasses.replace(

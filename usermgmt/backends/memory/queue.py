@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from usermgmt.errors import BackendUnavailable, EmailDeliveryError
+from usermgmt.observability import hooks
 
 __all__ = ["FailedJob", "InlineQueue", "TaskRunner", "is_retryable"]
 
@@ -70,6 +71,9 @@ class InlineQueue:
     fails for good is appended to :attr:`failed` and logged (task, job id,
     attempts and error, never the payload, which may hold tokens). The payload is
     deep-copied at enqueue, as a real queue would serialise it.
+
+    Each attempt's duration goes to :func:`usermgmt.observability.hooks.observe_job`
+    with its outcome: ``success``, ``retry`` (it will be tried again) or ``failure``.
     """
 
     def __init__(
@@ -160,15 +164,22 @@ class InlineQueue:
 
     def _attempt(self, job: _Job) -> Exception | None:
         job.attempts += 1
+        started = time.perf_counter()
         try:
             self.runner(job.task, job.payload)
         except Exception as exc:
+            outcome = "retry" if self._retryable(job, exc) else "failure"
+            hooks.observe_job(job.queue, job.task, outcome, time.perf_counter() - started)
             return exc
+        hooks.observe_job(job.queue, job.task, "success", time.perf_counter() - started)
         return None
+
+    def _retryable(self, job: _Job, exc: Exception) -> bool:
+        return is_retryable(exc) and job.attempts < self.max_attempts
 
     def _give_up_or_retry(self, job: _Job, exc: Exception) -> bool:
         """Log the failure; True if the job should be tried again."""
-        retry = is_retryable(exc) and job.attempts < self.max_attempts
+        retry = self._retryable(job, exc)
         self.logger.warning(
             "task %s (job %s, queue %s) failed on attempt %d/%d%s: %s",
             job.task,

@@ -72,6 +72,11 @@ class MemoryUserRepository(_Repository):
         user_id = store.user_email_index.get(normalize_email(email))
         return None if user_id is None else detach(store.users[user_id])
 
+    def get_many(self, user_ids: Iterable[UUID]) -> list[User]:
+        """The users among ``user_ids`` (each once, ordered by id); unknown ids skipped."""
+        users = self._tx.reading().users
+        return [detach(users[i]) for i in sorted(set(user_ids)) if i in users]
+
     def update(self, user: User) -> None:
         """Replace; raises NotFound if absent, EmailTaken if the email is another user's."""
         store, journal = self._tx.writing()

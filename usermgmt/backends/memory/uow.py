@@ -148,9 +148,11 @@ class MemoryUnitOfWorkFactory:
         self.store = store if store is not None else MemoryStore()
         self.lock_timeout = lock_timeout
 
-    def __call__(self, *, read_only: bool = False) -> MemoryUnitOfWork:
-        """A new unit of work; ``read_only`` ones refuse writes."""
-        return MemoryUnitOfWork(self.store, read_only=read_only, lock_timeout=self.lock_timeout)
+    def __call__(self, *, read_only: bool = False, replica: bool = False) -> MemoryUnitOfWork:
+        """A new unit of work; ``read_only`` (and ``replica``: there is no replica) ones refuse writes."""
+        return MemoryUnitOfWork(
+            self.store, read_only=read_only or replica, lock_timeout=self.lock_timeout
+        )
 
     def check(self) -> None:
         """Always reachable: does nothing."""

@@ -10,11 +10,14 @@
   units of work that may write, so concurrent writers queue up on the database lock
   instead of deadlocking when a reader tries to upgrade, and a plain (deferred)
   ``BEGIN`` for read-only ones.
+* Every statement's duration goes to :func:`usermgmt.observability.hooks.observe_db`
+  (``db_query_duration_seconds`` once metrics are enabled; nothing is measured before).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +26,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
 
 from usermgmt.errors import ConfigurationError, MissingDependency
+from usermgmt.observability import hooks
 
 __all__ = [
     "READ_ONLY_OPTION",
@@ -140,6 +144,40 @@ def _sqlite_on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+_STARTED = "usermgmt_statement_started"
+_OPERATIONS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"})
+
+
+def _statement_operation(statement: str) -> str:
+    """SELECT, INSERT, UPDATE, DELETE, or OTHER (DDL, BEGIN, PRAGMA, WITH ...)."""
+    head = statement.lstrip(" \t\r\n(").split(None, 1)
+    verb = head[0].upper() if head else ""
+    return verb if verb in _OPERATIONS else "OTHER"
+
+
+def _before_cursor_execute(
+    conn: Connection, _cursor: Any, _statement: str, _params: Any, _context: Any, _many: bool
+) -> None:
+    if hooks.active():
+        conn.info.setdefault(_STARTED, []).append(time.perf_counter())
+
+
+def _after_cursor_execute(
+    conn: Connection, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool
+) -> None:
+    started = conn.info.get(_STARTED)
+    if started:
+        hooks.observe_db(_statement_operation(statement), time.perf_counter() - started.pop())
+
+
+def _on_error(context: Any) -> None:
+    # A failed statement never reaches after_cursor_execute: forget its start.
+    connection = getattr(context, "connection", None)
+    started = connection.info.get(_STARTED) if connection is not None else None
+    if started:
+        started.pop()
+
+
 def build_engine(url: str, *, echo: bool = False) -> Engine:
     """An engine for ``url`` with the options above. Connects to nothing yet.
 
@@ -153,4 +191,7 @@ def build_engine(url: str, *, echo: bool = False) -> Engine:
     if options.is_sqlite:
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
+    event.listen(engine, "before_cursor_execute", _before_cursor_execute)
+    event.listen(engine, "after_cursor_execute", _after_cursor_execute)
+    event.listen(engine, "handle_error", _on_error)
     return engine

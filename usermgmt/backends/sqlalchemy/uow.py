@@ -205,10 +205,11 @@ class SqlUnitOfWorkFactory:
         """``postgresql`` or ``sqlite``."""
         return self.engine.dialect.name
 
-    def __call__(self, *, read_only: bool = False) -> SqlUnitOfWork:
-        """A new unit of work; ``read_only`` ones are served by a replica when there is one."""
-        if not read_only or not self.replicas:
-            return SqlUnitOfWork([self.engine], read_only=read_only)
+    def __call__(self, *, read_only: bool = False, replica: bool = False) -> SqlUnitOfWork:
+        """A new unit of work. ``read_only`` ones refuse writes and start a plain (not
+        IMMEDIATE) transaction; ``replica`` ones are served by a replica when there is one."""
+        if not replica or not self.replicas:
+            return SqlUnitOfWork([self.engine], read_only=read_only or replica)
         with self._turn_lock:
             turn = next(self._turn)
         replica = self.replicas[turn % len(self.replicas)]
