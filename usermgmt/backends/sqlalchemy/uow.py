@@ -212,8 +212,8 @@ class SqlUnitOfWorkFactory:
             return SqlUnitOfWork([self.engine], read_only=read_only or replica)
         with self._turn_lock:
             turn = next(self._turn)
-        replica = self.replicas[turn % len(self.replicas)]
-        return SqlUnitOfWork([replica, self.engine], read_only=True)
+        chosen = self.replicas[turn % len(self.replicas)]
+        return SqlUnitOfWork([chosen, self.engine], read_only=True)
 
     def check(self) -> None:
         """Run ``SELECT 1`` on the primary; raises BackendUnavailable when it fails."""
