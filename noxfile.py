@@ -79,7 +79,7 @@ def _dev_requirements(*names: str) -> list[str]:
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Run the test suite with the development extras and psycopg (pytest)."""
-    session.install("-e", ".[dev,postgres]")
+    session.install("-e", ".[dev,postgres,redis]")
     session.run("pytest", *session.posargs)
 
 
@@ -95,8 +95,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """Type-check the three packages with mypy --strict (settings in pyproject)."""
-    # Later: add the other extras whose stubs mypy needs, e.g. ".[dev,postgres,flask]".
-    session.install("-e", ".[dev,postgres]")
+    session.install("-e", ".[dev,postgres,redis]")
     session.run("mypy", *session.posargs)
 
 

@@ -13,3 +13,7 @@ collect_ignore_glob: list[str] = []
 # tests/sql imports SQLAlchemy and Alembic at module level.
 if importlib.util.find_spec("sqlalchemy") is None or importlib.util.find_spec("alembic") is None:
     collect_ignore_glob.append("sql/*")
+
+# tests/redis imports the redis driver at module level.
+if importlib.util.find_spec("redis") is None:
+    collect_ignore_glob.append("redis/*")
