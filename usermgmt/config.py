@@ -161,6 +161,7 @@ class Settings(BaseSettings):
     password_argon2_memory_kib: int = Field(default=65536, ge=8, le=4 * 1024 * 1024)
     password_argon2_time_cost: int = Field(default=3, ge=1, le=100)
     password_argon2_parallelism: int = Field(default=4, ge=1, le=64)
+    password_hash_concurrency: int | None = Field(default=None, ge=1, le=256)
     login_max_failures: int = Field(default=10, ge=1, le=100)
     login_lockout_seconds: int = Field(default=60, ge=1, le=86400)
     login_lockout_max_seconds: int = Field(default=3600, ge=1, le=7 * 86400)
@@ -286,8 +287,9 @@ class Settings(BaseSettings):
         if self.redis_url and self.redis_url.startswith("redis+cluster://"):
             self.redis_cluster = True
         if self.queue_backend is None:
-            queue_redis = self.queue_redis_url or (None if self.redis_cluster else self.redis_url)
-            self.queue_backend = "rq" if queue_redis else "inline"
+            # RQ is opt-in until the queue workers ship (issue "Email providers, job queues
+            # and workers"); then a standalone queue Redis will select it by default.
+            self.queue_backend = "inline"
         if self.queue_backend == "rq" and not (
             self.queue_redis_url or (self.redis_url and not self.redis_cluster)
         ):

@@ -21,6 +21,7 @@ from sqlalchemy import event
 
 from tests.sql.conftest import fresh_sqlite_url, truncate_all
 from usermgmt.app import UserManagement
+from usermgmt.backends.memory import MemoryCache
 from usermgmt.backends.sqlalchemy import SqlUnitOfWorkFactory
 from usermgmt.clock import FakeClock
 from usermgmt.config import Settings
@@ -122,7 +123,11 @@ def scene(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Scene]:
     else:
         url = request.getfixturevalue("pg_contracts_url")
         truncate_all(url)
-    um = UserManagement(Settings.for_tests(database_url=url), clock=FakeClock())
+    clock = FakeClock()
+    um = UserManagement(Settings.for_tests(database_url=url), clock=clock)
+    # Without Redis a SQL deployment has no permission cache (processes could not share
+    # its invalidations); give it one here, as Redis would, to count the warm path.
+    um.kernel.cache = MemoryCache(clock=clock)
     um.seed()
     user, password = create_user(um)
     org = um.organizations.create(user.id, "Counted")
@@ -145,6 +150,26 @@ def test_refresh(scene: Scene) -> None:
     with scene.counting() as seen:
         scene.um.auth.refresh(pair.refresh_token)
     scene.expect("refresh", seen)
+
+
+def test_has_permission_without_a_cache_reads_the_database_each_time(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    um = UserManagement(
+        Settings.for_tests(database_url=fresh_sqlite_url(sqlite_template, tmp_path)),
+        clock=FakeClock(),
+    )
+    try:
+        assert um.kernel.cache is None  # SQL without Redis: no process-local cache
+        user, _ = create_user(um)
+        org = um.organizations.create(user.id, "Uncached")
+        other = UserManagement(um.settings, clock=um.clock)  # a second process, same database
+        assert other.authz.has_permission(user.id, org.id, "organization:delete")
+        um.organizations.delete(user.id, org.id)
+        assert not other.authz.has_permission(user.id, org.id, "organization:delete")  # at once
+        other.close()
+    finally:
+        um.close()
 
 
 def test_has_permission_cold_and_warm_cache(scene: Scene) -> None:

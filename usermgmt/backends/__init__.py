@@ -62,7 +62,7 @@ def _our_backend(module: str, feature: str) -> Any:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        if exc.name == module:
+        if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
             raise ConfigurationError(
                 f"{feature} is not available in this version of usermgmt"
             ) from None
@@ -93,7 +93,9 @@ def build_backends(settings: Settings, clock: Clock, runner: TaskRunner) -> Back
         redis_backends = _our_backend("usermgmt.backends.redis", "Redis support")
         cache, limiter, attempts, revocations = redis_backends.build(settings, clock)
     else:
-        cache = memory.MemoryCache(clock=clock)
+        # Without a shared store only a single in-process database may cache answers and
+        # trust a local denylist; several processes on one SQL database must read it.
+        cache = memory.MemoryCache(clock=clock) if in_process else None
         limiter = memory.MemoryRateLimiter(clock)
         attempts = memory.MemoryAttemptCounter(
             clock,
@@ -101,7 +103,6 @@ def build_backends(settings: Settings, clock: Clock, runner: TaskRunner) -> Back
             lockout_seconds=settings.login_lockout_seconds,
             max_lockout_seconds=settings.login_lockout_max_seconds,
         )
-        # Without a shared store, only a single in-process database can trust a local denylist.
         revocations = memory.MemoryRevocationStore(clock) if in_process else None
 
     return Backends(

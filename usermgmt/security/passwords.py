@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
 import threading
@@ -99,6 +100,35 @@ class Argon2Parameters:
         )
 
 
+def default_hash_concurrency() -> int:
+    """Hashes allowed at once per process: one core is always left to serve requests."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+class _Bounded:
+    """A CryptContext whose ``hash`` and ``verify`` run at most ``slots`` at a time.
+
+    argon2 releases the GIL and each hash takes ``m`` KiB of memory: without a bound,
+    a burst of logins in the threadpool saturates every core and multiplies memory,
+    starving the requests that need no hashing. Waiting callers queue here instead.
+    """
+
+    def __init__(self, context: Any, slots: int) -> None:
+        self._inner = context
+        self._slots = threading.BoundedSemaphore(slots)
+
+    def hash(self, secret: str) -> Any:
+        with self._slots:
+            return self._inner.hash(secret)
+
+    def verify(self, secret: str, hashed: str) -> Any:
+        with self._slots:
+            return self._inner.verify(secret, hashed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 class PasslibHasher:
     """A :class:`~usermgmt.ports.PasswordHasher`: argon2id for new hashes, bcrypt verify-only.
 
@@ -107,23 +137,32 @@ class PasslibHasher:
     verification, so every failure costs the same (SEC-AU-02).
     """
 
-    def __init__(self, params: Argon2Parameters) -> None:
+    def __init__(self, params: Argon2Parameters, *, concurrency: int | None = None) -> None:
         self.params = params
-        self._context: Any = CryptContext(
-            schemes=["argon2", "bcrypt"],
-            deprecated=["bcrypt"],
-            argon2__type="ID",
-            argon2__memory_cost=params.memory_kib,
-            argon2__time_cost=params.time_cost,
-            argon2__parallelism=params.parallelism,
+        self.concurrency = concurrency or default_hash_concurrency()
+        self._context: Any = _Bounded(
+            CryptContext(
+                schemes=["argon2", "bcrypt"],
+                deprecated=["bcrypt"],
+                argon2__type="ID",
+                argon2__memory_cost=params.memory_kib,
+                argon2__time_cost=params.time_cost,
+                argon2__parallelism=params.parallelism,
+            ),
+            self.concurrency,
         )
         self._dummy_hash: str | None = None
         self._dummy_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PasslibHasher:
-        """A hasher with the ``PASSWORD_ARGON2_*`` cost. Raises ConfigurationError."""
-        return cls(Argon2Parameters.from_settings(settings))
+        """A hasher with the ``PASSWORD_ARGON2_*`` cost and ``PASSWORD_HASH_CONCURRENCY``.
+
+        Raises ConfigurationError."""
+        return cls(
+            Argon2Parameters.from_settings(settings),
+            concurrency=settings.password_hash_concurrency,
+        )
 
     def hash(self, password: str) -> str:
         """An argon2id PHC string of the NFKC-normalised password, with a fresh salt.
