@@ -6,6 +6,7 @@
 
     um = UserManagement(Settings())       # configuration from the environment
     um = UserManagement.in_memory()       # every backend in memory, for tests
+    usermgmt.configure_logging(um.settings)   # JSON logs, if the app wants ours
 
 Importing this package imports no web framework, database driver or cloud SDK.
 """
@@ -31,6 +32,7 @@ from usermgmt.models import (
     TokenPair,
     User,
 )
+from usermgmt.observability.logging import configure_logging
 from usermgmt.services.users import RegistrationResult
 
 __version__ = "0.1.0.dev0"
@@ -57,5 +59,6 @@ __all__ = [
     "UserManagement",
     "UserMgmtError",
     "__version__",
+    "configure_logging",
     "errors",
 ]

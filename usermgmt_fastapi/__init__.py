@@ -19,15 +19,23 @@ for the application's own routes.
 
 Apps that want only some routers call :func:`install` (state, error handlers and
 middleware) and include the router factories they need.
+
+``mount`` also serves Prometheus metrics at ``/metrics`` (:func:`metrics_router`; see
+:mod:`usermgmt.observability.metrics`), out of the OpenAPI document and, like
+``/health``, out of the global rate limit; ``metrics=False`` leaves both the route and
+the HTTP measurements out. Logging is the application's to configure
+(``usermgmt.configure_logging(um.settings)``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from fastapi import APIRouter, FastAPI
 
 from usermgmt.app import UserManagement
+from usermgmt.errors import MissingDependency
 from usermgmt_fastapi.dependencies import (
     STATE_KEY,
     UM,
@@ -47,6 +55,7 @@ from usermgmt_fastapi.routers import (
     auth_router,
     health_router,
     invitations_router,
+    metrics_router,
     organizations_router,
     permissions_router,
     users_router,
@@ -70,6 +79,7 @@ __all__ = [
     "install",
     "install_error_handlers",
     "invitations_router",
+    "metrics_router",
     "mount",
     "organizations_router",
     "permissions_router",
@@ -80,9 +90,12 @@ __all__ = [
 ]
 
 
-def all_routers() -> list[APIRouter]:
-    """A fresh instance of every router, in inclusion order."""
-    return [
+logger = logging.getLogger("usermgmt.http")
+
+
+def all_routers(*, metrics: bool = True) -> list[APIRouter]:
+    """A fresh instance of every router, in inclusion order (``/metrics`` last)."""
+    routers = [
         auth_router(),
         users_router(),
         organizations_router(),
@@ -91,6 +104,18 @@ def all_routers() -> list[APIRouter]:
         audit_router(),
         health_router(),
     ]
+    if metrics:
+        routers.append(metrics_router())
+    return routers
+
+
+def _enable_metrics(um: UserManagement) -> None:
+    try:
+        um.metrics  # noqa: B018 - starts the instruments now, not at the first scrape
+    except MissingDependency:
+        logger.warning(
+            'prometheus-client is not installed: /metrics answers 503 (pip install "usermgmt[metrics]")'
+        )
 
 
 def install(
@@ -98,10 +123,12 @@ def install(
     um: UserManagement,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    rate_limit_exempt: Iterable[str] = ("/health",),
+    rate_limit_exempt: Iterable[str] = ("/health", "/metrics"),
+    metrics: bool = True,
 ) -> None:
     """Attach ``um`` to ``app`` and install the error handlers and the middleware
-    (request id, security headers, global rate limit, body size limit), without routes."""
+    (request id, security headers, global rate limit, body size limit, logging context
+    and, unless ``metrics=False``, HTTP metrics), without routes."""
     setattr(app.state, STATE_KEY, um)
     install_error_handlers(app)
     app.add_middleware(
@@ -109,7 +136,10 @@ def install(
         um=um,
         max_body_bytes=max_body_bytes,
         exempt_prefixes=tuple(rate_limit_exempt),
+        metrics=metrics,
     )
+    if metrics:
+        _enable_metrics(um)
 
 
 def mount(
@@ -118,10 +148,18 @@ def mount(
     prefix: str = "",
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    metrics: bool = True,
 ) -> None:
     """Serve the whole usermgmt HTTP API on ``app`` under ``prefix``: :func:`install`
-    plus every router. Call it once, before the application starts."""
+    plus every router (``/metrics`` too unless ``metrics=False``). Call it once, before
+    the application starts."""
     prefix = prefix.rstrip("/")
-    install(app, um, max_body_bytes=max_body_bytes, rate_limit_exempt=(f"{prefix}/health",))
-    for router in all_routers():
+    install(
+        app,
+        um,
+        max_body_bytes=max_body_bytes,
+        rate_limit_exempt=(f"{prefix}/health", f"{prefix}/metrics"),
+        metrics=metrics,
+    )
+    for router in all_routers(metrics=metrics):
         app.include_router(router, prefix=prefix)

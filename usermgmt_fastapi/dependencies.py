@@ -25,6 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from usermgmt.app import UserManagement
 from usermgmt.errors import AuthenticationError, ConfigurationError
 from usermgmt.models import AccessClaims, EffectivePermissions, RequestContext, User
+from usermgmt.observability.context import set_user_id
 from usermgmt.permissions import validate_permission_name
 from usermgmt.services.base import parse_uuid
 from usermgmt_fastapi.errors import request_id_of
@@ -95,17 +96,25 @@ BearerToken = Annotated[str, Depends(bearer_token)]
 def current_claims(token: BearerToken, um: UM) -> AccessClaims:
     """The verified claims of the access token (user id, session id).
 
-    Raises InvalidToken, TokenExpired, TokenRevoked (401).
+    Raises InvalidToken, TokenExpired, TokenRevoked (401). The user id goes to the
+    logging context of the request.
     """
-    return um.auth.verify_access_token(token)
+    claims = um.auth.verify_access_token(token)
+    set_user_id(claims.user_id)
+    return claims
 
 
 Claims = Annotated[AccessClaims, Depends(current_claims)]
 
 
 def current_user(token: BearerToken, um: UM) -> User:
-    """The active user the access token belongs to. Raises InvalidToken and subclasses (401)."""
-    return um.auth.authenticate(token)
+    """The active user the access token belongs to. Raises InvalidToken and subclasses (401).
+
+    The user id goes to the logging context of the request.
+    """
+    user = um.auth.authenticate(token)
+    set_user_id(user.id)
+    return user
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

@@ -17,13 +17,22 @@ In order, for each HTTP request:
    ``--proxy-headers --forwarded-allow-ips``).
 5. **Last resort**: an exception nothing handled becomes a 500 problem document with
    the request id (the traceback goes to the log, never to the client).
+6. **Observability**: the request id (and, once a dependency resolves the caller, the
+   user id) is bound to the logging context for the whole request
+   (:mod:`usermgmt.observability.context`); when the request ends its duration and
+   status go to ``http_request_duration_seconds`` / ``http_requests_total`` labelled by
+   the route *template* (``<unmatched>`` when no route serves the path), and one
+   ``usermgmt.access`` record is logged at INFO (method, route, path, status,
+   duration; never the query string or a header).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import Final
+import re
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
@@ -33,11 +42,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from usermgmt import http
 from usermgmt.app import UserManagement
 from usermgmt.http import DEFAULT_MAX_BODY_BYTES, HSTS, REQUEST_ID_HEADER, SECURITY_HEADERS
+from usermgmt.observability import hooks
+from usermgmt.observability.context import bind_request, current_user_id, unbind_request
+from usermgmt.observability.metrics import UNMATCHED_ROUTE
 from usermgmt_fastapi.errors import internal_error_response, render
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "REQUEST_ID_HEADER", "STATE_KEY", "UserMgmtMiddleware"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "REQUEST_ID_HEADER",
+    "STATE_KEY",
+    "UserMgmtMiddleware",
+    "route_template",
+]
 
 logger = logging.getLogger("usermgmt.http")
+access_logger = logging.getLogger("usermgmt.access")
 
 #: Where :func:`usermgmt_fastapi.install` keeps the UserManagement: ``app.state.usermgmt``.
 STATE_KEY: Final = "usermgmt"
@@ -46,6 +65,41 @@ STATE_KEY: Final = "usermgmt"
 def request_id_from(headers: Headers) -> str:
     """The caller's request id when it is sane, else a fresh one."""
     return http.request_id_from(headers.get(REQUEST_ID_HEADER))
+
+
+def _template_of(route: Any) -> str | None:
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return template if isinstance(template, str) else None
+
+
+_PARAMETER = re.compile(r"\\\{[^}]+\\\}")
+
+
+def _path_patterns(app: Any) -> list[tuple[str, re.Pattern[str]]]:
+    """The application's path templates (from its OpenAPI document: a public, stable
+    view of every route, prefixes included), literal ones first."""
+    openapi = getattr(app, "openapi", None)
+    document = openapi() if callable(openapi) else None
+    paths = document.get("paths", {}) if isinstance(document, dict) else {}
+    templates = sorted(paths, key=lambda path: (path.count("{"), -len(path)))
+    return [
+        (template, re.compile("^" + _PARAMETER.sub("[^/]+", re.escape(template)) + "$"))
+        for template in templates
+    ]
+
+
+def route_template(scope: Scope, patterns: Sequence[tuple[str, re.Pattern[str]]] = ()) -> str:
+    """The template of the route serving this request (``/users/{user_id}``), for
+    metrics and logs: the one routing chose, else (a request refused before routing)
+    the first of ``patterns`` matching the path, else ``<unmatched>``."""
+    template = _template_of(scope.get("route"))
+    if template is not None:
+        return template
+    path = str(scope.get("path", ""))
+    for candidate, pattern in patterns:
+        if pattern.match(path):
+            return candidate
+    return UNMATCHED_ROUTE
 
 
 class _BodyTooLarge(HTTPException):
@@ -58,7 +112,8 @@ class UserMgmtMiddleware:
 
     The UserManagement served is the application's (``app.state.usermgmt``, set by
     :func:`usermgmt_fastapi.install`), so the middleware and the routes always agree;
-    ``um`` is the fallback for an application without that state.
+    ``um`` is the fallback for an application without that state. ``metrics=False``
+    records no HTTP metrics.
     """
 
     def __init__(
@@ -67,12 +122,15 @@ class UserMgmtMiddleware:
         um: UserManagement,
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        exempt_prefixes: Iterable[str] = ("/health",),
+        exempt_prefixes: Iterable[str] = ("/health", "/metrics"),
+        metrics: bool = True,
     ) -> None:
         self.app = app
         self.um = um
         self.max_body_bytes = max_body_bytes
         self.exempt_prefixes = tuple(exempt_prefixes)
+        self.metrics = metrics
+        self._patterns: list[tuple[str, re.Pattern[str]]] | None = None
 
     def _um(self, scope: Scope) -> UserManagement:
         state = getattr(scope.get("app"), "state", None)
@@ -83,10 +141,63 @@ class UserMgmtMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        um = self._um(scope)
         headers = Headers(scope=scope)
         request_id = request_id_from(headers)
         scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        tokens = bind_request(request_id)
+        try:
+            await self._serve(scope, receive, send_observed, headers, request_id)
+        finally:
+            self._observe(scope, status, time.perf_counter() - started)
+            unbind_request(tokens)
+
+    def _route(self, scope: Scope) -> str:
+        if scope.get("route") is None and self._patterns is None:
+            try:
+                self._patterns = _path_patterns(scope.get("app"))
+            except Exception:  # no usable document: every refused request is unmatched
+                logger.debug("no OpenAPI document to name refused requests' routes")
+                self._patterns = []
+        return route_template(scope, self._patterns or ())
+
+    def _observe(self, scope: Scope, status: int, seconds: float) -> None:
+        method = str(scope.get("method", ""))
+        route = self._route(scope)
+        if self.metrics:
+            hooks.observe_http(method, route, status, seconds)
+        path = str(scope.get("path", ""))
+        # Probes and scrapes come every few seconds: they are logged at DEBUG only.
+        level = logging.DEBUG if http.is_exempt(path, self.exempt_prefixes) else logging.INFO
+        if access_logger.isEnabledFor(level):
+            access_logger.log(
+                level,
+                "%s %s %d",
+                method,
+                route,
+                status,
+                extra={
+                    "method": method,
+                    "route": route,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "user_id": current_user_id(),
+                },
+            )
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, headers: Headers, request_id: str
+    ) -> None:
+        um = self._um(scope)
         path: str = scope.get("path", "")
         extra_headers: dict[str, str] = {}
         https = scope.get("scheme") == "https"

@@ -27,15 +27,20 @@ or, with an application factory::
         return app
 
 The routes, status codes, JSON bodies, headers, problem documents and rate limits are
-those of ``usermgmt_fastapi``: both serve :mod:`usermgmt.http`'s contract.
+those of ``usermgmt_fastapi``: both serve :mod:`usermgmt.http`'s contract, Prometheus
+metrics at ``/metrics`` included (:func:`~usermgmt_flask.blueprints.metrics_blueprint`,
+see :mod:`usermgmt.observability.metrics`; ``metrics=False`` leaves them out).
+Logging is the application's to configure (``usermgmt.configure_logging(um.settings)``).
 """
 
 from __future__ import annotations
 
+import logging
+
 from flask import Flask
 
 from usermgmt.app import UserManagement
-from usermgmt.errors import ConfigurationError
+from usermgmt.errors import ConfigurationError, MissingDependency
 from usermgmt.http import DEFAULT_MAX_BODY_BYTES, STATUS_BY_ERROR, status_for
 from usermgmt_flask.blueprints import usermgmt_blueprint
 from usermgmt_flask.context import (
@@ -71,13 +76,16 @@ __all__ = [
     "status_for",
 ]
 
+logger = logging.getLogger("usermgmt.http")
+
 
 class UserMgmt:
     """The Flask extension: ``UserMgmt(app, um)``, or ``UserMgmt()`` then
     :meth:`init_app` per application (each app may get its own UserManagement).
 
-    ``url_prefix`` mounts every route below it (health included); ``max_body_bytes``
-    caps request bodies (413 above it).
+    ``url_prefix`` mounts every route below it (health and metrics included);
+    ``max_body_bytes`` caps request bodies (413 above it); ``metrics=False`` serves no
+    ``/metrics`` and records no HTTP metrics.
     """
 
     def __init__(
@@ -87,10 +95,12 @@ class UserMgmt:
         *,
         url_prefix: str = "",
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        metrics: bool = True,
     ) -> None:
         self.um = um
         self.url_prefix = url_prefix
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
         if app is not None:
             self.init_app(app, um)
 
@@ -123,11 +133,20 @@ class UserMgmt:
             um=um,
             url_prefix=prefix,
             max_body_bytes=limit,
-            rate_limit_exempt=(f"{prefix}/health",),
+            rate_limit_exempt=(f"{prefix}/health", f"{prefix}/metrics"),
+            metrics=self.metrics,
         )
         install_error_handlers(app)
         install_hooks(app)
-        app.register_blueprint(usermgmt_blueprint(), url_prefix=prefix or None)
+        app.register_blueprint(usermgmt_blueprint(metrics=self.metrics), url_prefix=prefix or None)
+        if self.metrics:
+            try:
+                um.metrics  # noqa: B018 - starts the instruments now, not at the first scrape
+            except MissingDependency:
+                logger.warning(
+                    "prometheus-client is not installed: /metrics answers 503"
+                    ' (pip install "usermgmt[metrics]")'
+                )
 
     @staticmethod
     def state(app: Flask) -> UserMgmtState:

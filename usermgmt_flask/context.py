@@ -18,6 +18,7 @@ from usermgmt import http
 from usermgmt.app import UserManagement
 from usermgmt.errors import AuthenticationError, ConfigurationError
 from usermgmt.models import AccessClaims, EffectivePermissions, RequestContext, User
+from usermgmt.observability.context import set_user_id
 
 __all__ = [
     "BLUEPRINT_NAME",
@@ -50,12 +51,14 @@ class UserMgmtState:
     """What :class:`~usermgmt_flask.UserMgmt` registers for one application.
 
     ``um`` may be replaced while the app runs (tests bind a fresh one per test).
+    ``metrics`` False: no HTTP metrics are recorded (and no ``/metrics`` route exists).
     """
 
     um: UserManagement
     url_prefix: str
     max_body_bytes: int
     rate_limit_exempt: tuple[str, ...]
+    metrics: bool = True
 
 
 def get_state() -> UserMgmtState:
@@ -112,11 +115,13 @@ def current_claims() -> AccessClaims:
     """The verified claims of the access token (user id, session id), once per request.
 
     Raises AuthenticationError (no token), InvalidToken, TokenExpired, TokenRevoked (401).
+    The user id goes to the logging context of the request.
     """
     claims = _cached(_CLAIMS)
     if not isinstance(claims, AccessClaims):
         claims = get_um().auth.verify_access_token(bearer_token())
         request.environ[_CLAIMS] = claims
+        set_user_id(claims.user_id)
     return claims
 
 
@@ -124,11 +129,13 @@ def current_user() -> User:
     """The active user the bearer access token belongs to, once per request.
 
     Raises AuthenticationError (no token), InvalidToken and subclasses (401).
+    The user id goes to the logging context of the request.
     """
     user = _cached(_USER)
     if not isinstance(user, User):
         user = get_um().auth.authenticate(bearer_token())
         request.environ[_USER] = user
+        set_user_id(user.id)
     return user
 
 

@@ -15,26 +15,114 @@ In order, for each request (the same rules as ``usermgmt_fastapi``'s middleware,
 4. **Security headers** on every response: ``X-Content-Type-Options: nosniff``,
    ``Referrer-Policy: no-referrer``, and ``Strict-Transport-Security`` when the request
    came over HTTPS (behind a proxy, let Werkzeug's ``ProxyFix`` set the scheme).
+5. **Observability**: the request id (and, once the caller is resolved, the user id)
+   is bound to the logging context until the request is torn down
+   (:mod:`usermgmt.observability.context`); each response's duration and status go to
+   ``http_request_duration_seconds`` / ``http_requests_total`` labelled by the route
+   *template* in the FastAPI form (``/users/{user_id}``; ``<unmatched>`` when no rule
+   serves the path), and one ``usermgmt.access`` record is logged at INFO (DEBUG for
+   health and metrics).
 
 Unexpected exceptions become 500 problem documents in :mod:`usermgmt_flask.errors`.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+import time
 from typing import Final
 
-from flask import Flask, Response, request
-from werkzeug.exceptions import MethodNotAllowed
+from flask import Flask, Response, current_app, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from usermgmt import http
+from usermgmt.observability import hooks
+from usermgmt.observability.context import bind_request, current_user_id, unbind_request
+from usermgmt.observability.metrics import UNMATCHED_ROUTE
 from usermgmt_flask.context import BLUEPRINT_NAME, get_state, request_id
 from usermgmt_flask.errors import BodyTooLarge, allowed_methods, instance, render
 
-__all__ = ["install_hooks", "read_body"]
+__all__ = ["install_hooks", "read_body", "route_template"]
+
+access_logger = logging.getLogger("usermgmt.access")
 
 _RATE_HEADERS: Final = "usermgmt.rate_headers"
 _BODY: Final = "usermgmt.body"
+_STARTED: Final = "usermgmt.started"
+_LOG_CONTEXT: Final = "usermgmt.log_context"
 _CHUNK: Final = 64 * 1024
+_RULE_PARAMETER: Final = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
+
+
+def _template(rule: str) -> str:
+    """A Werkzeug rule in the FastAPI form: ``/users/<user_id>`` → ``/users/{user_id}``."""
+    return _RULE_PARAMETER.sub(r"{\1}", rule)
+
+
+def route_template() -> str:
+    """The template of the rule serving this request, for metrics and logs: the rule
+    Werkzeug matched, else (wrong method) a rule serving the path with another method,
+    else ``<unmatched>``."""
+    rule = request.url_rule
+    if rule is not None:
+        return _template(rule.rule)
+    error = request.routing_exception
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        adapter = current_app.create_url_adapter(request)
+        if adapter is not None:
+            try:
+                matched, _ = adapter.match(
+                    request.path, method=sorted(error.valid_methods)[0], return_rule=True
+                )
+            except HTTPException:
+                return UNMATCHED_ROUTE
+            return _template(matched.rule)
+    return UNMATCHED_ROUTE
+
+
+def _bind_context() -> None:
+    """First hook of every request: the clock starts, the logging context is bound."""
+    request.environ[_STARTED] = time.perf_counter()
+    request.environ[_LOG_CONTEXT] = bind_request(request_id())
+
+
+def _unbind_context(_error: BaseException | None) -> None:
+    tokens = request.environ.pop(_LOG_CONTEXT, None)
+    if tokens is not None:
+        try:
+            unbind_request(tokens)
+        except ValueError:  # torn down in another context than it was bound in
+            bind_request(None)
+
+
+def _observe(response: Response) -> None:
+    state = get_state()
+    started = request.environ.get(_STARTED)
+    seconds = time.perf_counter() - started if isinstance(started, float) else 0.0
+    method, route, status = request.method, route_template(), response.status_code
+    if state.metrics:
+        hooks.observe_http(method, route, status, seconds)
+    path = request.script_root + request.path
+    # Probes and scrapes come every few seconds: they are logged at DEBUG only.
+    exempt = http.is_exempt(request.path, state.rate_limit_exempt)
+    level = logging.DEBUG if exempt else logging.INFO
+    if access_logger.isEnabledFor(level):
+        access_logger.log(
+            level,
+            "%s %s %d",
+            method,
+            route,
+            status,
+            extra={
+                "method": method,
+                "route": route,
+                "path": path,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+                "user_id": current_user_id(),
+            },
+        )
 
 
 def _before_request() -> Response | None:
@@ -78,13 +166,16 @@ def _after_request(response: Response) -> Response:
         headers.setdefault(key, value)
     if request.is_secure:
         headers.setdefault("Strict-Transport-Security", http.HSTS)
+    _observe(response)
     return response
 
 
 def install_hooks(app: Flask) -> None:
     """Register the hooks on ``app`` (every request, not only usermgmt's routes)."""
+    app.before_request_funcs.setdefault(None, []).insert(0, _bind_context)
     app.before_request(_before_request)
     app.after_request(_after_request)
+    app.teardown_request(_unbind_context)
 
 
 def read_body() -> bytes:

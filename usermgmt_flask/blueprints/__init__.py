@@ -15,6 +15,7 @@ from usermgmt_flask.blueprints.audit import audit_blueprint
 from usermgmt_flask.blueprints.auth import auth_blueprint
 from usermgmt_flask.blueprints.health import health_blueprint
 from usermgmt_flask.blueprints.invitations import invitations_blueprint
+from usermgmt_flask.blueprints.metrics import metrics_blueprint
 from usermgmt_flask.blueprints.organizations import organizations_blueprint, permissions_blueprint
 from usermgmt_flask.blueprints.users import users_blueprint
 from usermgmt_flask.context import BLUEPRINT_NAME
@@ -25,6 +26,7 @@ __all__ = [
     "auth_blueprint",
     "health_blueprint",
     "invitations_blueprint",
+    "metrics_blueprint",
     "organizations_blueprint",
     "permissions_blueprint",
     "usermgmt_blueprint",
@@ -32,9 +34,10 @@ __all__ = [
 ]
 
 
-def all_blueprints() -> list[Blueprint]:
-    """A fresh instance of every area's blueprint, in registration order."""
-    return [
+def all_blueprints(*, metrics: bool = True) -> list[Blueprint]:
+    """A fresh instance of every area's blueprint, in registration order (``/metrics``
+    last, unless ``metrics=False``)."""
+    blueprints = [
         auth_blueprint(),
         users_blueprint(),
         organizations_blueprint(),
@@ -43,13 +46,16 @@ def all_blueprints() -> list[Blueprint]:
         audit_blueprint(),
         health_blueprint(),
     ]
+    if metrics:
+        blueprints.append(metrics_blueprint())
+    return blueprints
 
 
-def usermgmt_blueprint() -> Blueprint:
+def usermgmt_blueprint(*, metrics: bool = True) -> Blueprint:
     """Every usermgmt route in one new ``usermgmt`` blueprint; its responses are
     ``Cache-Control: no-store``."""
     parent = Blueprint(BLUEPRINT_NAME, __name__)
     parent.after_request(no_store)
-    for child in all_blueprints():
+    for child in all_blueprints(metrics=metrics):
         parent.register_blueprint(child)
     return parent

@@ -1,0 +1,104 @@
+"""Schemathesis over the FastAPI adapter's OpenAPI document: for every operation,
+generated requests (valid and invalid) never get a server error, and every status
+answered is one the document declares.
+
+The application is the whole API mounted on an in-memory UserManagement. Each
+generated request carries the bearer token of a fresh session of a signed-in user
+(who owns an organization), so authenticated operations are exercised past the 401.
+Bounded: a few examples per operation and phase (``MAX_EXAMPLES``), no shrinking.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+import pytest
+
+_MISSING = [m for m in ("fastapi", "schemathesis") if importlib.util.find_spec(m) is None]
+if _MISSING and os.environ.get("CI") != "true":
+    pytest.skip(f"needs {', '.join(_MISSING)} (the dev extra)", allow_module_level=True)
+
+if _MISSING:  # under CI a missing tool fails (when selected), never skips
+
+    def test_schemathesis_is_installed() -> None:
+        pytest.fail(f"not installed: {', '.join(_MISSING)} (pip install -e .[dev])")
+
+else:
+    import fastapi
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, settings
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import status_code_conformance
+
+    import usermgmt_fastapi
+    from usermgmt.app import UserManagement
+    from usermgmt.clock import FakeClock
+    from usermgmt.config import Settings
+    from usermgmt.testing import create_user
+
+    #: Generated requests per operation and generation phase.
+    MAX_EXAMPLES = 8
+
+    def _build() -> tuple[Any, UserManagement, Any]:
+        um = UserManagement.in_memory(
+            Settings.for_tests(rate_limit_max_requests=1_000_000), clock=FakeClock()
+        )
+        app = fastapi.FastAPI(title="usermgmt")
+        usermgmt_fastapi.mount(app, um)
+        owner, _ = create_user(um, "owner@example.com", verified=True)
+        um.organizations.create(owner.id, "Acme")
+        return app, um, owner
+
+    APP, UM, OWNER = _build()
+    schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+
+    #: KNOWN BUG (found by this test, reported): ``PATCH /users/me`` with
+    #: ``{"metadata": null}`` stores the null (ProfileUpdateIn allows it and
+    #: UserService.update_profile keeps it), and the response then fails to serialise: 500.
+    #: ``test_a_null_profile_field_is_refused`` below tracks it (strict xfail); until it
+    #: is fixed, generated bodies with that null are left out here.
+    KNOWN_NULL_BUGS = {("PATCH", "/users/me"): ("metadata",)}
+
+    @schema.hook
+    def filter_body(context: Any, body: Any) -> bool:
+        operation = context.operation
+        if operation is None or not isinstance(body, dict):
+            return True
+        fields = KNOWN_NULL_BUGS.get((operation.method.upper(), operation.path), ())
+        return not any(field in body and body[field] is None for field in fields)
+
+    def _fresh_token() -> str:
+        """A new session of the owner: generated requests may log out or revoke sessions."""
+        pair = UM.kernel.write(lambda uow: UM.auth.open_session(uow, OWNER, None))
+        token: str = pair.access_token
+        return token
+
+    @schema.parametrize()
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    def test_no_server_error_and_no_undocumented_status(case: Any) -> None:
+        case.call_and_validate(
+            headers={"Authorization": f"Bearer {_fresh_token()}"},
+            checks=[not_a_server_error, status_code_conformance],
+        )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: a null metadata is stored by update_profile, then the response "
+    "fails to serialise (500); remove KNOWN_NULL_BUGS when this passes",
+)
+def test_a_null_profile_field_is_refused(api: Any) -> None:
+    account = api.account()
+
+    response = api.patch("/users/me", json={"metadata": None}, token=account.token)
+
+    assert response.status_code in (200, 422)
+    assert api.get("/users/me", token=account.token).json()["metadata"] is not None

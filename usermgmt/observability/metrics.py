@@ -1,0 +1,351 @@
+"""Prometheus metrics, served at ``/metrics`` by both web adapters.
+
+Needs ``prometheus-client`` (the ``metrics`` extra, which the ``fastapi`` and ``flask``
+extras include); it is imported the first time metrics are used, never by
+``import usermgmt``. Without it ``um.metrics`` raises
+:class:`~usermgmt.errors.MissingDependency` and ``/metrics`` answers **503** with a
+``missing_dependency`` problem document: a scrape that fails is noticed (the target is
+down in Prometheus), an empty page would not be.
+
+Metrics (no prefix, the deployment guide's list):
+
+========================================  =========  ==================================
+name                                      type       labels
+========================================  =========  ==================================
+``http_request_duration_seconds``         histogram  ``method``, ``route``, ``status``
+``http_requests_total``                   counter    ``method``, ``route``, ``status``
+``db_query_duration_seconds``             histogram  ``operation`` (SELECT, INSERT,
+                                                     UPDATE, DELETE, OTHER)
+``redis_operation_duration_seconds``      histogram  ``command``
+``queue_job_duration_seconds``            histogram  ``queue``, ``task``, ``outcome``
+                                                     (success, retry, failure)
+``active_sessions``                       gauge      (none)
+``user_logins_total``                     counter    ``result`` (success, failure,
+                                                     locked, reset_required, unverified)
+``backend_degradations_total``            counter    ``backend``, ``kind``
+========================================  =========  ==================================
+
+``route`` is the route *template* (``/users/{user_id}``, on Flask too), or
+``<unmatched>`` for a path no route serves, so that the number of series stays bounded
+whatever clients send. Every label value comes from a closed set or from code.
+
+Where the numbers come from: the adapters' middleware (HTTP), SQLAlchemy engine events
+(every statement of the SQL backend), the Redis backends and the in-process queue
+(through :mod:`usermgmt.observability.hooks`), the login service (``on_login``).
+``active_sessions`` is not kept in memory: it is counted in the database
+(``sessions.count_active(now)``) when Prometheus scrapes, so it is right whatever
+process created or revoked the sessions.
+
+The instruments exist once per process (the first :class:`Metrics` creates them and
+installs them as the hooks' observer); ``um.metrics`` binds them to one
+UserManagement for the scrape-time gauge and the exposition.
+
+**Several worker processes** (gunicorn, ``uvicorn --workers``): each process counts
+for itself, so a scrape answered by one worker would show its share only. Set
+``PROMETHEUS_MULTIPROC_DIR`` to an empty directory, writable by every worker, before
+the server starts (prometheus-client's multiprocess mode): every worker then writes
+its samples there and ``/metrics`` merges them (``MultiProcessCollector``), whichever
+worker answers. Empty the directory at each deployment, and let gunicorn tell
+prometheus-client when a worker exits, in ``gunicorn.conf.py``::
+
+    from usermgmt.observability.metrics import child_exit   # noqa: F401 (gunicorn hook)
+
+(see ``examples/gunicorn_conf.py``). ``active_sessions`` needs no merging: the worker
+that answers the scrape counts the database's sessions. The ``process_*`` and
+``python_*`` metrics are only exported in single-process mode (prometheus-client's
+rule).
+
+``/metrics`` is not rate-limited and needs no token, like ``/health``: keep it off the
+public internet (serve it on an internal port or deny it at the reverse proxy).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+from usermgmt.errors import MissingDependency
+from usermgmt.observability import hooks
+
+if TYPE_CHECKING:
+    from usermgmt.app import UserManagement
+    from usermgmt.http import ProblemReply
+
+__all__ = [
+    "DB_OPERATIONS",
+    "LOGIN_RESULTS",
+    "MULTIPROC_ENV",
+    "UNMATCHED_ROUTE",
+    "Metrics",
+    "PrometheusObserver",
+    "available",
+    "child_exit",
+    "enable",
+    "multiprocess_dir",
+    "registry",
+    "scrape",
+]
+
+logger = logging.getLogger("usermgmt.metrics")
+
+#: The environment variable of prometheus-client's multiprocess mode.
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+#: The ``route`` label of requests no route matched.
+UNMATCHED_ROUTE: Final = "<unmatched>"
+
+HTTP_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+DB_OPERATIONS: Final = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "OTHER"})
+LOGIN_RESULTS: Final = frozenset({"success", "failure", "locked", "reset_required", "unverified"})
+JOB_OUTCOMES: Final = frozenset({"success", "retry", "failure"})
+
+HTTP_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+DB_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+REDIS_BUCKETS: Final = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+JOB_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+_LABEL_VALUE: Final = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
+
+
+def available() -> bool:
+    """Whether prometheus-client is installed."""
+    return importlib.util.find_spec("prometheus_client") is not None
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory prometheus-client uses, if any (its own variable)."""
+    return os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower()) or None
+
+
+def _client() -> Any:
+    if not available():
+        raise MissingDependency("prometheus-client", "metrics")
+    return importlib.import_module("prometheus_client")
+
+
+def _bounded(value: str, allowed: frozenset[str], other: str) -> str:
+    return value if value in allowed else other
+
+
+def _safe(value: str) -> str:
+    """A label value from code (queue, task, command, backend): kept short and plain."""
+    return value if _LABEL_VALUE.fullmatch(value) else "other"
+
+
+class PrometheusObserver:
+    """The instruments of one process; the :mod:`~usermgmt.observability.hooks` observer."""
+
+    def __init__(self) -> None:
+        prometheus = _client()
+        self.multiprocess = multiprocess_dir() is not None
+        # In multiprocess mode the samples go to files and the scrape reads them all:
+        # registering the instruments anywhere would export this process's twice.
+        self.registry: Any = None if self.multiprocess else prometheus.CollectorRegistry()
+        reg = self.registry
+        labels = ("method", "route", "status")
+        self.http_duration = prometheus.Histogram(
+            "http_request_duration_seconds",
+            "HTTP request duration, by route template and status.",
+            labels,
+            buckets=HTTP_BUCKETS,
+            registry=reg,
+        )
+        self.http_requests = prometheus.Counter(
+            "http_requests_total",
+            "HTTP requests served, by route template and status.",
+            labels,
+            registry=reg,
+        )
+        self.db_duration = prometheus.Histogram(
+            "db_query_duration_seconds",
+            "SQL statement duration, by operation.",
+            ("operation",),
+            buckets=DB_BUCKETS,
+            registry=reg,
+        )
+        self.redis_duration = prometheus.Histogram(
+            "redis_operation_duration_seconds",
+            "Redis command duration (failed ones included), by command.",
+            ("command",),
+            buckets=REDIS_BUCKETS,
+            registry=reg,
+        )
+        self.job_duration = prometheus.Histogram(
+            "queue_job_duration_seconds",
+            "Queued job attempt duration, by queue, task and outcome.",
+            ("queue", "task", "outcome"),
+            buckets=JOB_BUCKETS,
+            registry=reg,
+        )
+        self.logins = prometheus.Counter(
+            "user_logins_total",
+            "Password logins, by result.",
+            ("result",),
+            registry=reg,
+        )
+        self.degradations = prometheus.Counter(
+            "backend_degradations_total",
+            "Fallbacks taken because a backend failed, by backend and kind.",
+            ("backend", "kind"),
+            registry=reg,
+        )
+        if reg is not None:
+            prometheus.ProcessCollector(registry=reg)
+            prometheus.PlatformCollector(registry=reg)
+            prometheus.GCCollector(registry=reg)
+        for result in LOGIN_RESULTS:  # every result shows from the start, at 0
+            self.logins.labels(result)
+
+    # --- the Observer protocol -------------------------------------------------------------
+
+    def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
+        labels = (_bounded(method.upper(), HTTP_METHODS, "OTHER"), route, str(status))
+        self.http_duration.labels(*labels).observe(seconds)
+        self.http_requests.labels(*labels).inc()
+
+    def observe_db(self, operation: str, seconds: float) -> None:
+        self.db_duration.labels(_bounded(operation, DB_OPERATIONS, "OTHER")).observe(seconds)
+
+    def observe_redis(self, command: str, seconds: float) -> None:
+        self.redis_duration.labels(_safe(command.upper())).observe(seconds)
+
+    def observe_job(self, queue: str, task: str, outcome: str, seconds: float) -> None:
+        self.job_duration.labels(
+            _safe(queue), _safe(task), _bounded(outcome, JOB_OUTCOMES, "failure")
+        ).observe(seconds)
+
+    def count_login(self, result: str) -> None:
+        self.logins.labels(_bounded(result, LOGIN_RESULTS, "other")).inc()
+
+    def count_degradation(self, backend: str, kind: str) -> None:
+        self.degradations.labels(_safe(backend), _safe(kind)).inc()
+
+
+_observer: PrometheusObserver | None = None
+_lock = threading.Lock()
+
+
+def enable() -> PrometheusObserver:
+    """Create this process's instruments (once) and install them as the hooks'
+    observer. Raises MissingDependency without prometheus-client."""
+    global _observer
+    with _lock:
+        if _observer is None:
+            _observer = PrometheusObserver()
+        hooks.install(_observer)
+        return _observer
+
+
+def registry() -> Any:
+    """The ``CollectorRegistry`` of usermgmt's metrics, for an application that wants
+    its own metrics on the same ``/metrics`` page (None in multiprocess mode, where
+    every metric of every worker is collected from the directory anyway)."""
+    return enable().registry
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """gunicorn's ``child_exit`` hook: tell prometheus-client a worker is gone."""
+    if multiprocess_dir() is not None and available():
+        multiprocess = importlib.import_module("prometheus_client.multiprocess")
+        multiprocess.mark_process_dead(worker.pid)
+
+
+class _Forward:
+    """A collector yielding another registry's metrics (the process's instruments)."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Any]:
+        yield from self._source.collect()
+
+
+class _ActiveSessions:
+    """``active_sessions``, counted in the database at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        count = self._metrics.active_sessions()
+        if count is None:
+            return
+        core = importlib.import_module("prometheus_client.core")
+        family = core.GaugeMetricFamily(
+            "active_sessions", "Sessions neither revoked nor expired.", value=count
+        )
+        yield family
+
+
+class Metrics:
+    """The metrics of one :class:`~usermgmt.UserManagement` (``um.metrics``).
+
+    Creating it enables the process's instruments (:func:`enable`); :meth:`render` is
+    what ``/metrics`` serves. Raises MissingDependency without prometheus-client.
+    """
+
+    def __init__(self, um: UserManagement) -> None:
+        self._um = um
+        self.observer = enable()
+
+    @property
+    def multiprocess(self) -> bool:
+        """Whether samples are merged from ``PROMETHEUS_MULTIPROC_DIR``."""
+        return self.observer.multiprocess
+
+    def active_sessions(self) -> int | None:
+        """Sessions neither revoked nor expired, now; None if the database fails
+        (logged: the scrape then goes on without the gauge)."""
+        um = self._um
+        try:
+            return um.kernel.read(
+                lambda uow: uow.sessions.count_active(um.clock.now()), replica=True
+            )
+        except Exception as exc:  # a scrape must answer whatever the database does
+            logger.warning("active_sessions not collected: %s", type(exc).__name__)
+            return None
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition for a scrape with this ``Accept`` header: (body, content type).
+
+        Prometheus text format, or OpenMetrics when the scraper asks for it.
+        """
+        prometheus = _client()
+        exposition = importlib.import_module("prometheus_client.exposition")
+        scrape = prometheus.CollectorRegistry(auto_describe=False)
+        if self.multiprocess:
+            multiprocess = importlib.import_module("prometheus_client.multiprocess")
+            multiprocess.MultiProcessCollector(scrape)
+        else:
+            scrape.register(_Forward(self.observer.registry))
+        scrape.register(_ActiveSessions(self))
+        encoder, content_type = exposition.choose_encoder(accept or "")
+        body: bytes = encoder(scrape)
+        return body, str(content_type)
+
+
+def scrape(
+    um: UserManagement, accept: str | None, *, instance: str, request_id: str | None
+) -> tuple[bytes, str] | ProblemReply:
+    """What ``GET /metrics`` answers, for both adapters: ``(body, content type)``, or a
+    :class:`~usermgmt.http.ProblemReply` (503 ``missing_dependency``) without
+    prometheus-client."""
+    from usermgmt import http
+
+    try:
+        body, content_type = um.metrics.render(accept)
+    except MissingDependency as exc:
+        return http.problem(
+            503,
+            exc.code,
+            title=exc.title,
+            detail=exc.detail,
+            instance=instance,
+            request_id=request_id,
+        )
+    return body, content_type
