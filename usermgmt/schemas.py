@@ -12,12 +12,12 @@ import json
 import re
 import unicodedata
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 from uuid import UUID
 
 import email_validator
 import pydantic
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from usermgmt import models
 from usermgmt.errors import PasswordTooLong, ValidationError
@@ -128,12 +128,30 @@ class ChangePasswordIn(Input):
     new_password: Password
 
 
-class ProfileUpdateIn(Input):
+class PatchIn(Input):
+    """A partial update: omitted fields stay; ``null`` is refused except where it clears.
+
+    ``NULLABLE`` names the fields whose value may be cleared with ``null``.
+    """
+
+    NULLABLE: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.field_name not in cls.NULLABLE:
+            raise ValueError("cannot be null (omit the field to keep it)")
+        return value
+
+
+class ProfileUpdateIn(PatchIn):
+    NULLABLE: ClassVar[frozenset[str]] = frozenset({"name"})
     name: Name | None = None
     metadata: Metadata | None = None
 
 
-class AdminUserUpdateIn(Input):
+class AdminUserUpdateIn(PatchIn):
+    NULLABLE: ClassVar[frozenset[str]] = frozenset({"name"})
     name: Name | None = None
     metadata: Metadata | None = None
     is_active: bool | None = None
@@ -148,7 +166,7 @@ class OrganizationCreateIn(Input):
     metadata: Metadata | None = None
 
 
-class OrganizationUpdateIn(Input):
+class OrganizationUpdateIn(PatchIn):
     name: Name | None = None
     slug: Slug | None = None
     metadata: Metadata | None = None

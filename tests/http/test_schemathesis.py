@@ -54,21 +54,6 @@ else:
     APP, UM, OWNER = _build()
     schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
-    #: KNOWN BUG (found by this test, reported): ``PATCH /users/me`` with
-    #: ``{"metadata": null}`` stores the null (ProfileUpdateIn allows it and
-    #: UserService.update_profile keeps it), and the response then fails to serialise: 500.
-    #: ``test_a_null_profile_field_is_refused`` below tracks it (strict xfail); until it
-    #: is fixed, generated bodies with that null are left out here.
-    KNOWN_NULL_BUGS = {("PATCH", "/users/me"): ("metadata",)}
-
-    @schema.hook
-    def filter_body(context: Any, body: Any) -> bool:
-        operation = context.operation
-        if operation is None or not isinstance(body, dict):
-            return True
-        fields = KNOWN_NULL_BUGS.get((operation.method.upper(), operation.path), ())
-        return not any(field in body and body[field] is None for field in fields)
-
     def _fresh_token() -> str:
         """A new session of the owner: generated requests may log out or revoke sessions."""
         pair = UM.kernel.write(lambda uow: UM.auth.open_session(uow, OWNER, None))
@@ -90,15 +75,14 @@ else:
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a null metadata is stored by update_profile, then the response "
-    "fails to serialise (500); remove KNOWN_NULL_BUGS when this passes",
-)
 def test_a_null_profile_field_is_refused(api: Any) -> None:
+    """Found by schemathesis: a null metadata used to be stored and then fail to serialise."""
     account = api.account()
 
     response = api.patch("/users/me", json={"metadata": None}, token=account.token)
 
-    assert response.status_code in (200, 422)
-    assert api.get("/users/me", token=account.token).json()["metadata"] is not None
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_error"
+    assert api.get("/users/me", token=account.token).json()["metadata"] == {}
+    cleared = api.patch("/users/me", json={"name": None}, token=account.token)
+    assert cleared.status_code == 200  # a name may be cleared with null

@@ -253,3 +253,26 @@ def test_over_long_password_wins_over_other_errors() -> None:
 
 def test_password_at_schema_limit_accepted() -> None:
     assert len(parse(LoginIn, email="a@b.com", password="p" * 4096).password) == 4096
+
+
+@pytest.mark.parametrize(
+    ("model", "field"),
+    [
+        (schemas.ProfileUpdateIn, "metadata"),
+        (schemas.AdminUserUpdateIn, "is_active"),
+        (schemas.AdminUserUpdateIn, "is_superuser"),
+        (schemas.AdminUserUpdateIn, "metadata"),
+        (schemas.OrganizationUpdateIn, "name"),
+        (schemas.OrganizationUpdateIn, "slug"),
+        (schemas.OrganizationUpdateIn, "metadata"),
+    ],
+)
+def test_null_is_refused_where_a_field_cannot_be_cleared(model: type, field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        schemas.parse(model, {field: None})
+    assert caught.value.errors[0]["loc"] == [field]
+    assert "cannot be null" in caught.value.errors[0]["msg"]
+
+
+def test_null_clears_a_user_name() -> None:
+    assert schemas.parse(schemas.ProfileUpdateIn, {"name": None}).model_fields_set == {"name"}
