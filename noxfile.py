@@ -122,6 +122,15 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench_http(session: nox.Session) -> None:
+    """Run the HTTP benchmarks: real uvicorn/gunicorn servers on loopback (benchmarks/http)."""
+    session.install(
+        "-e", ".[fastapi,flask,postgres,redis]", "-r", "benchmarks/http/requirements.txt"
+    )
+    session.run("python", "benchmarks/http/run.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def core_only(session: nox.Session) -> None:
     """Run the core_only tests with the bare package: no framework, database or cloud extra."""
     session.install(".", *_dev_requirements("pytest", "pytest-timeout", "hypothesis"))
