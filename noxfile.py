@@ -134,4 +134,4 @@ def bench_http(session: nox.Session) -> None:
 def core_only(session: nox.Session) -> None:
     """Run the core_only tests with the bare package: no framework, database or cloud extra."""
     session.install(".", *_dev_requirements("pytest", "pytest-timeout", "hypothesis"))
-    session.run("pytest", "-m", "core_only", *session.posargs)
+    session.run("pytest", "-m", "core_only", *session.posargs, env={"USERMGMT_CORE_ONLY": "1"})
