@@ -1,7 +1,13 @@
 """FastAPI dependencies: the UserManagement, the caller, the request context, permissions.
 
-All are sync functions (FastAPI runs them in its threadpool; the core is sync). Use
-them in the application's own routes::
+Those that only read the request (:func:`get_um`, :func:`bearer_token`,
+:func:`request_context`) are ``async def``: they run on the event loop, with no
+threadpool round trip. Those that may do I/O (verifying a token can ask the revocation
+store or the database, loading the user and checking a permission read the database)
+run the sync core in the threadpool, once per request: :func:`current_user` is one
+round trip, and so is a :func:`require_permission` dependency (authentication and the
+permission check together); the caller it authenticated is remembered for the request,
+so a route using both pays for one. Use them in the application's own routes::
 
     @app.get(
         "/orgs/{org_id}/projects",
@@ -16,11 +22,12 @@ core errors, which the installed error handlers render as 401/403/404 problems.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Final
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from usermgmt.app import UserManagement
 from usermgmt.errors import AuthenticationError, ConfigurationError
@@ -53,7 +60,7 @@ _bearer = HTTPBearer(
 )
 
 
-def get_um(request: Request) -> UserManagement:
+async def get_um(request: Request) -> UserManagement:
     """The UserManagement given to :func:`usermgmt_fastapi.mount`.
 
     Raises ConfigurationError if the application was not set up with it.
@@ -67,7 +74,7 @@ def get_um(request: Request) -> UserManagement:
 UM = Annotated[UserManagement, Depends(get_um)]
 
 
-def request_context(request: Request, um: UM) -> RequestContext:
+async def request_context(request: Request, um: UM) -> RequestContext:
     """Where the request comes from, for audit events: the client address (believing
     ``X-Forwarded-For`` only from ``TRUSTED_PROXIES``), user agent and request id."""
     peer = request.client.host if request.client else None
@@ -81,7 +88,7 @@ def request_context(request: Request, um: UM) -> RequestContext:
 Ctx = Annotated[RequestContext, Depends(request_context)]
 
 
-def bearer_token(
+async def bearer_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     """The bearer token of the request. Raises AuthenticationError when there is none."""
@@ -93,50 +100,104 @@ def bearer_token(
 BearerToken = Annotated[str, Depends(bearer_token)]
 
 
-def current_claims(token: BearerToken, um: UM) -> AccessClaims:
-    """The verified claims of the access token (user id, session id).
-
-    Raises InvalidToken, TokenExpired, TokenRevoked (401). The user id goes to the
-    logging context of the request.
-    """
+def _verify(um: UserManagement, token: str) -> AccessClaims:
     claims = um.auth.verify_access_token(token)
     set_user_id(claims.user_id)
     return claims
 
 
+async def current_claims(token: BearerToken, um: UM) -> AccessClaims:
+    """The verified claims of the access token (user id, session id).
+
+    Raises InvalidToken, TokenExpired, TokenRevoked (401). The user id goes to the
+    logging context of the request. The check (revocation: the store or the database)
+    runs in the threadpool.
+    """
+    return await run_in_threadpool(_verify, um, token)
+
+
 Claims = Annotated[AccessClaims, Depends(current_claims)]
 
+#: Where the caller authenticated for this request is remembered (``request.state``),
+#: with the token and UserManagement it was authenticated with.
+_CALLER_KEY: Final = "usermgmt_caller"
 
-def current_user(token: BearerToken, um: UM) -> User:
-    """The active user the access token belongs to. Raises InvalidToken and subclasses (401).
 
-    The user id goes to the logging context of the request.
-    """
+def _remembered(request: Request, um: UserManagement, token: str) -> User | None:
+    entry = request.scope.get("state", {}).get(_CALLER_KEY)
+    if entry is not None and entry[0] is um and entry[1] == token:
+        user: User = entry[2]
+        return user
+    return None
+
+
+def _remember(request: Request, um: UserManagement, token: str, user: User) -> None:
+    request.scope.setdefault("state", {})[_CALLER_KEY] = (um, token, user)
+
+
+def _authenticate(um: UserManagement, token: str) -> User:
     user = um.auth.authenticate(token)
     set_user_id(user.id)
+    return user
+
+
+async def current_user(request: Request, token: BearerToken, um: UM) -> User:
+    """The active user the access token belongs to. Raises InvalidToken and subclasses (401).
+
+    The user id goes to the logging context of the request. One threadpool round trip
+    (token verification and the user's row), none when a :func:`require_permission`
+    dependency of the same request already authenticated this token.
+    """
+    user = _remembered(request, um, token)
+    if user is None:
+        user = await run_in_threadpool(_authenticate, um, token)
+        _remember(request, um, token, user)
     return user
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
-def require_permission(permission: str) -> Callable[..., EffectivePermissions]:
+def _authorize(
+    um: UserManagement,
+    token: str,
+    user: User | None,
+    org_id: str,
+    permission: str,
+    ctx: RequestContext,
+) -> tuple[User, EffectivePermissions]:
+    """Authenticate (unless ``user`` is known already), then require ``permission``:
+    the sync work of a :func:`require_permission` dependency, in one call."""
+    if user is None:
+        user = _authenticate(um, token)
+    return user, um.authz.require(user.id, parse_uuid(org_id, "organization"), permission, ctx)
+
+
+def require_permission(permission: str) -> Callable[..., Awaitable[EffectivePermissions]]:
     """A dependency requiring ``permission`` in the organization named by the path
     parameter ``org_id``; it returns the caller's effective permissions there.
 
     An outsider gets 404 (the organization's existence is not revealed), a member
     without the permission 403 (audited). Raises ValidationError at once for a name
-    that is not ``resource:action``.
+    that is not ``resource:action``. Authentication (as :func:`current_user`) and the
+    permission check run together in one threadpool round trip.
     """
     validate_permission_name(permission)
 
-    def dependency(
+    async def dependency(
+        request: Request,
         org_id: Annotated[str, Path()],
-        user: CurrentUser,
+        token: BearerToken,
         um: UM,
         ctx: Ctx,
     ) -> EffectivePermissions:
-        return um.authz.require(user.id, parse_uuid(org_id, "organization"), permission, ctx)
+        known = _remembered(request, um, token)
+        user, effective = await run_in_threadpool(
+            _authorize, um, token, known, org_id, permission, ctx
+        )
+        if known is None:
+            _remember(request, um, token, user)
+        return effective
 
     dependency.__name__ = f"require_permission[{permission}]"
     dependency.__qualname__ = dependency.__name__

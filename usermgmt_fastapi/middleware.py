@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
@@ -41,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from usermgmt import http
 from usermgmt.app import UserManagement
+from usermgmt.backends.memory import MemoryRateLimiter
 from usermgmt.http import DEFAULT_MAX_BODY_BYTES, HSTS, REQUEST_ID_HEADER, SECURITY_HEADERS
 from usermgmt.observability import hooks
 from usermgmt.observability.context import bind_request, current_user_id, unbind_request
@@ -100,6 +102,20 @@ def route_template(scope: Scope, patterns: Sequence[tuple[str, re.Pattern[str]]]
         if pattern.match(path):
             return candidate
     return UNMATCHED_ROUTE
+
+
+def _in_process(limiter: object) -> bool:
+    """Whether ``limiter`` counts in this process only (never blocks on I/O), so the
+    global rate check may run on the event loop: a :class:`MemoryRateLimiter`, or a
+    Redis failover wrapper whose shared limiter is itself in-process. Anything else
+    (Redis, an unknown limiter) is checked in the threadpool."""
+    if type(limiter) is MemoryRateLimiter:
+        return True
+    failover = sys.modules.get("usermgmt.backends.redis.fallback")  # loaded if Redis is used
+    if failover is not None and type(limiter) is failover.FailoverRateLimiter:
+        wrapper: Any = limiter
+        return _in_process(wrapper.primary) and _in_process(wrapper.fallback)
+    return False
 
 
 class _BodyTooLarge(HTTPException):
@@ -223,14 +239,13 @@ class UserMgmtMiddleware:
         # --- global rate limit ----------------------------------------------------------
         if not http.is_exempt(path, self.exempt_prefixes):
             client = scope.get("client")
-            verdict = await run_in_threadpool(  # off the event loop: Redis is a round trip
-                http.check_global_rate,
-                um,
-                client[0] if client else None,
-                headers.get("x-forwarded-for"),
-                instance=path,
-                request_id=request_id,
-            )
+            arguments = (um, client[0] if client else None, headers.get("x-forwarded-for"))
+            if _in_process(um.backends.rate_limiter):  # a lock and a dict: no I/O
+                verdict = http.check_global_rate(*arguments, instance=path, request_id=request_id)
+            else:  # off the event loop: Redis is a network round trip
+                verdict = await run_in_threadpool(
+                    http.check_global_rate, *arguments, instance=path, request_id=request_id
+                )
             extra_headers.update(verdict.headers)
             if verdict.refusal is not None:
                 await refuse(verdict.refusal)

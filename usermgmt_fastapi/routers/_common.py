@@ -58,6 +58,8 @@ def access(who: str) -> dict[str, Any]:
     return {ACCESS_KEY: who}
 
 
-def no_store(response: Response) -> None:
-    """Router dependency: nothing usermgmt answers may be cached (tokens, personal data)."""
+async def no_store(response: Response) -> None:
+    """Router dependency: nothing usermgmt answers may be cached (tokens, personal data).
+
+    ``async``: it only sets a header, so it runs on the event loop (no threadpool trip)."""
     response.headers["Cache-Control"] = "no-store"

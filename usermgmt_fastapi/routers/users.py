@@ -52,7 +52,9 @@ def users_router() -> APIRouter:
         summary="The signed-in user",
         openapi_extra=access("user"),
     )
-    def get_me(user: CurrentUser) -> UserOut:
+    async def get_me(user: CurrentUser) -> UserOut:
+        # async: no core call here (the user was loaded by the dependency), so neither
+        # this function nor the response validation takes a threadpool round trip.
         return UserOut.of(user)
 
     @router.patch(
