@@ -54,10 +54,17 @@ class RegistrationResult:
     """
 
     user: User | None
+    #: False under ``PREVENT_ENUMERATION``: callers must not show ``user`` to the client.
+    disclosable: bool = False
 
     @property
     def created(self) -> bool:
         return self.user is not None
+
+    @property
+    def disclosed_user(self) -> User | None:
+        """The new account when it may be shown to the client (HTTP 201), else None (202)."""
+        return self.user if self.disclosable else None
 
 
 def sole_owner_organizations(uow: UnitOfWork, user_id: UUID) -> list[UUID]:
@@ -127,7 +134,7 @@ class UserService:
                 k.notifier.existing_account(data.email)
             return RegistrationResult(user=None)
         k.notifier.verification(user, token)
-        return RegistrationResult(user=user)
+        return RegistrationResult(user=user, disclosable=not k.settings.prevent_enumeration)
 
     def verify_email(self, token: str, ctx: RequestContext | None = None) -> User:
         """Mark the address verified. Raises OneTimeTokenError (unknown, used, expired)."""

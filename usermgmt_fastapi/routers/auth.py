@@ -62,10 +62,10 @@ def auth_router() -> APIRouter:
         result = um.users.register(
             email=data.email, password=data.password, name=data.name, ctx=ctx
         )
-        if um.settings.prevent_enumeration or result.user is None:
+        if result.disclosed_user is None:
             return REGISTERED
         response.status_code = 201
-        return UserOut.of(result.user)
+        return UserOut.of(result.disclosed_user)
 
     @router.post(
         "/login",

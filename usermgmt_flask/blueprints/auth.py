@@ -43,9 +43,9 @@ def auth_blueprint() -> Blueprint:
         result = um.users.register(
             email=data.email, password=data.password, name=data.name, ctx=request_context()
         )
-        if um.settings.prevent_enumeration or result.user is None:
+        if result.disclosed_user is None:
             return accepted(REGISTERED)
-        return ok(UserOut.of(result.user), 201)
+        return ok(UserOut.of(result.disclosed_user), 201)
 
     @route(bp, "POST", "/auth/login")
     def login() -> Response:
