@@ -113,9 +113,28 @@ def bench(session: nox.Session) -> None:
     session.run(
         "pytest",
         "benchmarks",
+        "--ignore=benchmarks/test_audit_archive.py",  # its own session: bench_archive
         "-p",
         "no:cacheprovider",
         "--benchmark-only",
+        "--benchmark-disable-gc",
+        *session.posargs,
+    )
+
+
+@nox.session(python=PYTHON)
+def bench_archive(session: nox.Session) -> None:
+    """Benchmark audit archival: PostgreSQL → gzip JSON Lines → S3 on moto (10M events by
+    default; USERMGMT_BENCH_EVENTS=200000 for a quick run). Needs PostgreSQL binaries."""
+    session.install("-e", ".[dev,postgres,aws]")
+    session.run(
+        "pytest",
+        "benchmarks/test_audit_archive.py",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:randomly",
+        "-s",
         "--benchmark-disable-gc",
         *session.posargs,
     )

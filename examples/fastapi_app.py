@@ -40,7 +40,57 @@ def create_app(um: UserManagement) -> FastAPI:
 
     app = FastAPI(title="usermgmt", version="0.1", lifespan=lifespan)
     usermgmt_fastapi.mount(app, um)
+    add_sign_in_pages(app, um)
     return app
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>
+<body><main><h1>{title}</h1>{body}</main></body></html>"""
+
+#: Trades the one-time ``?code=`` for tokens (POST /auth/oauth/exchange), then shows who
+#: signed in. A real front end keeps the tokens in memory, not in storage.
+_COMPLETE_SCRIPT = """<p id="status">Signing you in…</p>
+<script>
+(async () => {
+  const status = document.getElementById("status");
+  const params = new URLSearchParams(location.search);
+  history.replaceState(null, "", location.pathname);  // the code leaves the address bar
+  if (params.get("linked")) { status.textContent = "Linked " + params.get("linked"); return; }
+  const exchanged = await fetch("/auth/oauth/exchange", {
+    method: "POST", headers: {"Content-Type": "application/json"},
+    body: JSON.stringify({code: params.get("code") || ""}),
+  });
+  if (!exchanged.ok) { status.textContent = "Sign-in failed"; return; }
+  const tokens = await exchanged.json();
+  const me = await fetch("/users/me", {headers: {Authorization: "Bearer " + tokens.access_token}});
+  const user = await me.json();
+  status.textContent = "Signed in as " + user.email;
+})();
+</script>"""
+
+
+def add_sign_in_pages(app: FastAPI, um: UserManagement) -> None:
+    """Two small pages for trying the OAuth / OpenID Connect sign-in in a browser:
+    ``/`` (one button per configured provider) and ``/oauth/complete`` (the default
+    post-login target, ``OAUTH_REDIRECT_URLS``)."""
+    from html import escape
+
+    from fastapi.responses import HTMLResponse
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def home() -> str:
+        buttons = "".join(
+            f'<p><a role="button" href="/auth/oauth/{escape(p.name)}/authorize">'
+            f"Sign in with {escape(p.display_name)}</a></p>"
+            for p in um.oauth.providers()
+        )
+        body = buttons or "<p>No sign-in provider is configured (OIDC_PROVIDERS).</p>"
+        return _PAGE.format(title="usermgmt example", body=body)
+
+    @app.get("/oauth/complete", response_class=HTMLResponse, include_in_schema=False)
+    def oauth_complete() -> str:
+        return _PAGE.format(title="usermgmt example", body=_COMPLETE_SCRIPT)
 
 
 def prepare(um: UserManagement) -> None:

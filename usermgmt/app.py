@@ -19,8 +19,9 @@ from usermgmt.backends import Backends, build_backends
 from usermgmt.clock import FakeClock, SystemClock
 from usermgmt.config import Settings
 from usermgmt.email.rendering import EmailRenderer
-from usermgmt.errors import ConfigurationError
+from usermgmt.errors import BackendError, ConfigurationError
 from usermgmt.models import Permission
+from usermgmt.oauth.service import OAuthService
 from usermgmt.observability import hooks
 from usermgmt.permissions import PermissionRegistry
 from usermgmt.ports import BreachChecker, Clock, EmailMessage, PasswordHasher, RateLimitResult
@@ -29,6 +30,7 @@ from usermgmt.security.jwt import TokenCodecs
 from usermgmt.security.limits import BuiltinLimits
 from usermgmt.security.passwords import PasslibHasher, PasswordPolicy
 from usermgmt.services.admin import AdminService
+from usermgmt.services.archive import AUDIT_ARCHIVE_TASK, ArchiveReport, AuditArchiver
 from usermgmt.services.audit import AuditService
 from usermgmt.services.auth import AuthService
 from usermgmt.services.authorization import AuthorizationService
@@ -64,7 +66,8 @@ class UserManagement:
     """Everything usermgmt does, for one application.
 
     Services: :attr:`users`, :attr:`auth`, :attr:`organizations`, :attr:`members`,
-    :attr:`invitations`, :attr:`roles`, :attr:`authz`, :attr:`audit`, :attr:`admin`.
+    :attr:`invitations`, :attr:`roles`, :attr:`authz`, :attr:`audit`, :attr:`admin`,
+    :attr:`oauth`.
     Thread-safe: build one per process and share it.
     """
 
@@ -83,7 +86,10 @@ class UserManagement:
     ) -> None:
         self.settings = settings if settings is not None else Settings()
         self.clock: Clock = clock or SystemClock()
-        self._tasks: dict[str, Task] = {SEND_EMAIL_TASK: self._send_email}
+        self._tasks: dict[str, Task] = {
+            SEND_EMAIL_TASK: self._send_email,
+            AUDIT_ARCHIVE_TASK: self._archive_audit,
+        }
         self.backends = backends or build_backends(self.settings, self.clock, self.run_task)
         self.registry = PermissionRegistry(self.settings.app_permissions)
         for item in permissions:
@@ -122,6 +128,7 @@ class UserManagement:
         self.invitations = InvitationService(k, self.authz)
         self.roles = RoleService(k, self.authz)
         self.audit = AuditService(k, self.authz)
+        self.oauth = OAuthService(k, self.auth)
 
     # --- constructors ---------------------------------------------------------------------
 
@@ -214,6 +221,23 @@ class UserManagement:
         from usermgmt.observability.metrics import Metrics
 
         return Metrics(self)
+
+    @functools.cached_property
+    def audit_archiver(self) -> AuditArchiver:
+        """Archival, verification and export of the audit trail (``usermgmt audit ...``)
+        on the configured blob storage, archiving after ``AUDIT_ARCHIVE_AFTER_DAYS``."""
+        return AuditArchiver(
+            self.backends.uow,
+            self.backends.blobs,
+            self.clock,
+            after_days=self.settings.audit_archive_after_days,
+        )
+
+    def _archive_audit(self, payload: Mapping[str, Any]) -> None:
+        """The ``audit.archive`` task (payload ``{}``); fails the job if a stream failed."""
+        report: ArchiveReport = self.audit_archiver.archive()
+        if not report.ok:
+            raise BackendError("audit archival incomplete: " + "; ".join(report.problems))
 
     @property
     def outbox(self) -> Any:

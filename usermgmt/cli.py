@@ -8,6 +8,11 @@
     usermgmt db seed                      # permissions and system roles (idempotent)
     usermgmt db current                   # the revision the database is at, or "none"
     usermgmt create-superuser --email E [--name N]
+    usermgmt worker [email|audit-archive|all]   # RQ worker (QUEUE_BACKEND=rq)
+    usermgmt schedule [--once]            # queue the daily audit archive
+    usermgmt audit archive [--dry-run]    # archive old audit events (see cli_audit)
+    usermgmt audit verify [--org ID]      # check the audit hash chains (exit 1 on a break)
+    usermgmt audit export --org ID [--since T] [--until T]   # JSON Lines
 
 Settings come from the environment (and ``./.env``), as for the application. The
 superuser's password is read from ``USERMGMT_SUPERUSER_PASSWORD`` or asked twice on a
@@ -332,6 +337,13 @@ def _parser() -> argparse.ArgumentParser:
     superuser.add_argument("--email", required=True)
     superuser.add_argument("--name", default=None)
     superuser.set_defaults(run=_create_superuser)
+
+    from usermgmt.backends.queue.commands import add_commands as add_queue_commands
+
+    add_queue_commands(sub)  # worker, schedule (QUEUE_BACKEND=rq)
+    from usermgmt.cli_audit import add_commands as add_audit_commands
+
+    add_audit_commands(sub)  # audit archive|verify|export
     return parser
 
 

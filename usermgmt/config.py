@@ -66,10 +66,27 @@ class OIDCProviderSettings(BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
-    discovery_url: str
-    client_id: str
+    #: ``https://issuer/.well-known/openid-configuration``; derived from ``issuer`` if unset.
+    discovery_url: str | None = None
+    #: The exact ``iss`` of the provider's ID tokens; taken from discovery if unset
+    #: (which must then be the discovery URL without ``/.well-known/openid-configuration``).
+    issuer: str | None = None
+    client_id: str = Field(min_length=1)
     client_secret: SecretStr
     scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+    #: What a sign-in button may call the provider ("Sign in with <display_name>").
+    display_name: str | None = Field(default=None, max_length=100)
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> OIDCProviderSettings:
+        for url in (self.discovery_url, self.issuer):
+            if url is not None and not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", url):
+                raise ValueError(f"{url!r} is not an absolute http(s) URL")
+        if self.discovery_url is None and self.issuer is None:
+            raise ValueError(f"OIDC provider {self.name!r} needs discovery_url or issuer")
+        if "openid" not in self.scopes:
+            raise ValueError(f"OIDC provider {self.name!r}: scopes must include 'openid'")
+        return self
 
 
 class Settings(BaseSettings):
@@ -134,6 +151,11 @@ class Settings(BaseSettings):
     audit_archive_after_days: int = Field(default=90, ge=1, le=3650)
     storage_backend: StorageBackendName | None = None
     storage_local_path: str = "./usermgmt-archive"
+    #: Per-object S3 Object Lock retention (``none``: the bucket's default retention applies).
+    aws_s3_object_lock_mode: Literal["none", "GOVERNANCE", "COMPLIANCE"] = "none"
+    aws_s3_object_lock_retention_days: int | None = Field(default=None, ge=1, le=36500)
+    #: Key prefix inside the bucket, e.g. ``usermgmt/audit`` (no leading slash, no ``..``).
+    aws_s3_prefix: str = Field(default="", max_length=512)
 
     # --- oauth ---------------------------------------------------------------------------
     google_client_id: str | None = None
@@ -141,10 +163,25 @@ class Settings(BaseSettings):
     oidc_providers: Annotated[list[OIDCProviderSettings], NoDecode] = Field(default_factory=list)
     oauth_redirect_urls: CsvList = Field(default_factory=list)
     oauth_link_verified_email: bool = False
+    #: Public base URL of the API routes for the ``redirect_uri`` sent to providers
+    #: (``{base}/auth/oauth/{provider}/callback``); default ``APP_URL``.
+    oauth_callback_base_url: str | None = None
 
     # --- queues --------------------------------------------------------------------------
     queue_backend: QueueBackendName | None = None
     queue_redis_url: str | None = None
+    queue_retry_max_attempts: int = Field(default=8, ge=1, le=100)
+    queue_retry_backoff_seconds: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [10, 60, 300, 1800]
+    )
+    queue_job_timeout_seconds: int = Field(default=300, ge=1, le=86400)
+    queue_failed_ttl_seconds: int = Field(default=7 * 86400, ge=60, le=365 * 86400)
+    queue_worker_ttl_seconds: int = Field(default=60, ge=20, le=3600)
+    queue_email_backlog_threshold: int = Field(default=1000, ge=1)
+    queue_email_failed_threshold: int = Field(default=10, ge=1)
+    queue_audit_archive_backlog_threshold: int = Field(default=5, ge=1)
+    queue_audit_archive_failed_threshold: int = Field(default=1, ge=1)
+    schedule_audit_archive_at: str = Field(default="03:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
 
     # --- rate limiting -------------------------------------------------------------------
     rate_limit_enabled: bool = True
@@ -190,11 +227,19 @@ class Settings(BaseSettings):
         "trusted_proxies",
         "jwt_previous_secrets",
         "jwt_refresh_previous_secrets",
+        "queue_retry_backoff_seconds",
         mode="before",
     )
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("queue_retry_backoff_seconds")
+    @classmethod
+    def _backoff(cls, value: list[int]) -> list[int]:
+        if not value or min(value) < 0 or max(value) > 86400:
+            raise ValueError("must be one or more whole seconds between 0 and 86400")
+        return value
 
     @field_validator("oidc_providers", mode="before")
     @classmethod
@@ -217,6 +262,27 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = value.strip().lower()
             return "warning" if value == "warn" else value
+        return value
+
+    @field_validator("aws_s3_object_lock_mode", mode="before")
+    @classmethod
+    def _lock_mode(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            return "none" if value.lower() in ("", "none") else value.upper()
+        return value
+
+    @field_validator("aws_s3_prefix")
+    @classmethod
+    def _s3_prefix(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and (
+            value.startswith("/")
+            or any(part in ("", ".", "..") for part in value.split("/"))
+            or "\\" in value
+            or "\x00" in value
+        ):
+            raise ValueError("AWS_S3_PREFIX must be a relative path such as 'usermgmt/audit'")
         return value
 
     @field_validator("app_url")
@@ -280,16 +346,35 @@ class Settings(BaseSettings):
             )
         if not self.oauth_redirect_urls:
             self.oauth_redirect_urls = [f"{self.app_url}/oauth/complete"]
+        names = [p.name for p in self.oidc_providers]
+        if self.google_client_id:
+            names.append("google")
+        if len(names) != len(set(names)):
+            raise ValueError("OIDC_PROVIDERS: provider names must be unique (and not 'google' when GOOGLE_CLIENT_ID is set)")
+        if self.google_client_id and self.google_client_secret is None:
+            raise ValueError("GOOGLE_CLIENT_ID needs GOOGLE_CLIENT_SECRET")
+        if self.oauth_callback_base_url is not None:
+            if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", self.oauth_callback_base_url):
+                raise ValueError("OAUTH_CALLBACK_BASE_URL must be an absolute http(s) URL")
+            self.oauth_callback_base_url = self.oauth_callback_base_url.rstrip("/")
         if self.storage_backend is None:
             self.storage_backend = "s3" if self.aws_s3_bucket else "local"
         if self.storage_backend == "s3" and not self.aws_s3_bucket:
             raise ValueError("STORAGE_BACKEND=s3 needs AWS_S3_BUCKET")
+        if (self.aws_s3_object_lock_mode == "none") != (
+            self.aws_s3_object_lock_retention_days is None
+        ):
+            raise ValueError(
+                "AWS_S3_OBJECT_LOCK_MODE (GOVERNANCE or COMPLIANCE) and "
+                "AWS_S3_OBJECT_LOCK_RETENTION_DAYS must be set together"
+            )
         if self.redis_url and self.redis_url.startswith("redis+cluster://"):
             self.redis_cluster = True
         if self.queue_backend is None:
-            # RQ is opt-in until the queue workers ship (issue "Email providers, job queues
-            # and workers"); then a standalone queue Redis will select it by default.
-            self.queue_backend = "inline"
+            # in-process without Redis; RQ (``usermgmt worker``) as soon as a standalone
+            # queue Redis is known (a Cluster REDIS_URL alone cannot hold RQ queues)
+            standalone = self.queue_redis_url or (self.redis_url and not self.redis_cluster)
+            self.queue_backend = "rq" if standalone else "inline"
         if self.queue_backend == "rq" and not (
             self.queue_redis_url or (self.redis_url and not self.redis_cluster)
         ):

@@ -22,6 +22,11 @@ one table mapping these classes to a status code.
     │       └── TokenReused               token_reused
     ├── OneTimeTokenError                 token_invalid        (verify / reset / invite token)
     │   └── InvitationExpired             invitation_expired
+    ├── OAuthError                        oauth_failed         (OAuth / OIDC sign-in, 400)
+    │   ├── OAuthStateInvalid             oauth_state_invalid
+    │   ├── OAuthIdTokenInvalid           oauth_id_token_invalid
+    │   ├── OAuthProviderError            oauth_provider_error
+    │   └── OAuthEmailMissing             oauth_email_missing
     ├── AuthorizationError                permission_denied
     │   ├── PermissionDenied              permission_denied
     │   ├── EmailNotVerified              email_not_verified
@@ -35,12 +40,18 @@ one table mapping these classes to a status code.
     │   ├── LastOwner                     last_owner
     │   ├── SystemRole                    system_role
     │   ├── RoleInUse                     role_in_use
-    │   └── InvitationNotPending          invitation_not_pending
+    │   ├── InvitationNotPending          invitation_not_pending
+    │   ├── BlobExists                    blob_exists          (write-once storage)
+    │   ├── OAuthAccountNotLinked         oauth_account_not_linked
+    │   ├── OAuthAccountInUse             oauth_account_in_use
+    │   └── LastLoginMethod               last_login_method
     ├── RateLimited                       rate_limited
     ├── BackendError                      backend_error
     │   ├── BackendUnavailable            backend_unavailable
+    │   │   └── OAuthProviderUnavailable  oauth_provider_unavailable
     │   ├── TransactionConflict           transaction_conflict (retried by services)
-    │   └── EmailDeliveryError            email_delivery_failed
+    │   ├── EmailDeliveryError            email_delivery_failed
+    │   └── BlobIntegrityError            blob_integrity_error (checksum / size mismatch)
     └── ConfigurationError                configuration_error
         └── MissingDependency             missing_dependency
 
@@ -180,6 +191,44 @@ class InvitationExpired(OneTimeTokenError):
     title = "Invitation expired"
 
 
+# --- OAuth / OpenID Connect login -------------------------------------------------
+
+
+class OAuthError(UserMgmtError):
+    """An OAuth / OpenID Connect sign-in failed on our side of the protocol (400)."""
+
+    code = "oauth_failed"
+    title = "Sign-in with the provider failed"
+
+
+class OAuthStateInvalid(OAuthError):
+    """The callback's ``state`` is missing, unknown, used, expired or not this browser's."""
+
+    code = "oauth_state_invalid"
+    title = "Invalid or expired sign-in attempt"
+
+
+class OAuthIdTokenInvalid(OAuthError):
+    """The provider's ID token failed verification (signature, iss, aud, exp, nonce)."""
+
+    code = "oauth_id_token_invalid"
+    title = "Invalid ID token"
+
+
+class OAuthProviderError(OAuthError):
+    """The provider answered with an error (access denied, invalid grant, ...)."""
+
+    code = "oauth_provider_error"
+    title = "The provider refused the sign-in"
+
+
+class OAuthEmailMissing(OAuthError):
+    """The provider gave no email address, which a new account needs."""
+
+    code = "oauth_email_missing"
+    title = "The provider gave no email address"
+
+
 # --- authorization ----------------------------------------------------------------
 
 
@@ -262,7 +311,36 @@ class InvitationNotPending(Conflict):
     title = "Invitation is no longer pending"
 
 
+class OAuthAccountNotLinked(Conflict):
+    """An account with the provider's email exists but is not linked to this identity:
+    sign in to it and link the provider (never linked on email alone, SEC-OA-05/06)."""
+
+    code = "oauth_account_not_linked"
+    title = "Account exists but is not linked"
+
+
+class OAuthAccountInUse(Conflict):
+    """This provider identity is linked to another user already."""
+
+    code = "oauth_account_in_use"
+    title = "Provider account linked to another user"
+
+
+class LastLoginMethod(Conflict):
+    """Unlinking would leave the user no way to sign in (no password, no other provider)."""
+
+    code = "last_login_method"
+    title = "Last way to sign in"
+
+
 # --- throttling, backends, configuration ------------------------------------------
+
+
+class BlobExists(Conflict):
+    """Write-once blob storage already holds different bytes under this key (never overwritten)."""
+
+    code = "blob_exists"
+    title = "Object exists"
 
 
 class RateLimited(UserMgmtError):
@@ -302,6 +380,14 @@ class TransactionConflict(BackendError):
     title = "Service busy"
 
 
+class OAuthProviderUnavailable(BackendUnavailable):
+    """The OAuth / OpenID Connect provider could not be reached or answered with a
+    server error (503: password sign-in is unaffected)."""
+
+    code = "oauth_provider_unavailable"
+    title = "Sign-in provider unavailable"
+
+
 class EmailDeliveryError(BackendError):
     """The email provider refused or failed; ``transient`` says whether a retry may help."""
 
@@ -311,6 +397,13 @@ class EmailDeliveryError(BackendError):
     def __init__(self, detail: str | None = None, *, transient: bool = True) -> None:
         super().__init__(detail)
         self.transient = transient
+
+
+class BlobIntegrityError(BackendError):
+    """A blob's checksum or size is not what was sent or expected (upload or verification)."""
+
+    code = "blob_integrity_error"
+    title = "Storage integrity error"
 
 
 class ConfigurationError(UserMgmtError):
@@ -338,6 +431,8 @@ __all__ = [
     "AuthorizationError",
     "BackendError",
     "BackendUnavailable",
+    "BlobExists",
+    "BlobIntegrityError",
     "ConfigurationError",
     "Conflict",
     "EmailDeliveryError",

@@ -152,6 +152,7 @@ class Session:
 class TokenPurpose(enum.StrEnum):
     EMAIL_VERIFICATION = "email_verification"
     PASSWORD_RESET = "password_reset"
+    OAUTH_EXCHANGE = "oauth_exchange"  # the one-time code after an OAuth callback
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +193,10 @@ class AuditEvent:
     user_agent: str | None = None
     request_id: str | None = None
     metadata: JSONObject = field(default_factory=dict)
+    #: Hash chain (see :mod:`usermgmt.audit_chain`): set by the repository on append.
+    chain_seq: int | None = None
+    prev_hash: str | None = None
+    hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

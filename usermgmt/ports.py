@@ -218,24 +218,83 @@ class OAuthAccountRepository(Protocol):
 
     def list_for_user(self, user_id: UUID) -> builtins.list[OAuthAccount]: ...
 
+    def delete(self, account_id: UUID) -> bool:
+        """Remove the linked account; False if it did not exist."""
+
 
 @dataclass(frozen=True, slots=True)
 class AuditQuery:
     organization_id: UUID | None = None
     action: str | None = None
     actor_user_id: UUID | None = None
+    target_type: str | None = None
+    target_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
 
 
 class AuditLogRepository(Protocol):
-    def add(self, event: AuditEvent) -> None:
-        """Append an event. Events are never updated."""
+    """The audit trail as the application sees it: append and query, never update or delete."""
+
+    def add(self, event: AuditEvent) -> AuditEvent:
+        """Append an event to its stream's hash chain (see :mod:`usermgmt.audit_chain`)
+        and return it with ``chain_seq``, ``prev_hash`` and ``hash`` set. Appends to one
+        stream are serialised by its chain-head row (held until commit); a rolled-back
+        append leaves no gap. Raises Conflict for a duplicate id."""
 
     def list(
         self, query: AuditQuery, *, limit: int, before: UUID | None
     ) -> builtins.list[AuditEvent]:
         """Matching events newest first (by id), strictly before the cursor id."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditChainHead:
+    """The last event appended to a stream (whether still in the database or archived)."""
+
+    stream: str
+    seq: int
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditArchiveBatch:
+    """A ledger row: events ``first_seq..last_seq`` of ``stream`` live in object ``key``."""
+
+    stream: str
+    first_seq: int
+    last_seq: int
+    min_occurred_at: datetime
+    max_occurred_at: datetime
+    key: str
+    size: int
+    sha256: str
+    event_count: int
+    archived_at: datetime
+
+
+class AuditArchiveRepository(Protocol):
+    """What the archiver, ``audit verify`` and ``audit export`` need. Only the archiver
+    calls :meth:`record_batch`, the one place where audit rows are ever deleted."""
+
+    def heads(self, *, after: str | None, limit: int) -> builtins.list[AuditChainHead]:
+        """Chain heads ordered by stream, strictly after ``after`` (keyset pages)."""
+
+    def head(self, stream: str) -> AuditChainHead | None: ...
+
+    def events(self, stream: str, *, after_seq: int, limit: int) -> builtins.list[AuditEvent]:
+        """Events of ``stream`` still in the database with ``chain_seq > after_seq``,
+        in chain order (served by the ``(organization_id, chain_seq)`` index)."""
+
+    def count_before(self, cutoff: datetime) -> int:
+        """How many events in the database occurred before ``cutoff`` (progress totals)."""
+
+    def batches(self, stream: str) -> builtins.list[AuditArchiveBatch]:
+        """The ledger of ``stream`` ordered by ``first_seq``."""
+
+    def record_batch(self, batch: AuditArchiveBatch) -> int:
+        """Insert the ledger row and delete the events it covers, in this transaction;
+        the number of rows deleted. Raises Conflict if the batch is recorded already."""
 
 
 class UnitOfWork(Protocol):
@@ -251,6 +310,7 @@ class UnitOfWork(Protocol):
     tokens: OneTimeTokenRepository
     oauth_accounts: OAuthAccountRepository
     audit: AuditLogRepository
+    audit_archive: AuditArchiveRepository
 
     def __enter__(self) -> Self: ...
 
@@ -291,6 +351,9 @@ class Cache(Protocol):
 
     def incr(self, key: str, ttl: float | None = None) -> int:
         """Atomically add one (a missing key counts from 0); ``ttl`` applies when the key is new."""
+
+    def pop(self, key: str) -> str | None:
+        """Atomically read and delete: of concurrent callers, only one gets the value."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,14 +436,40 @@ class BlobInfo:
 
 
 class BlobStorage(Protocol):
-    """Write-once object storage (audit archives). Keys are never overwritten."""
+    """Write-once object storage (audit archives). Keys are never overwritten or deleted.
+
+    The audit archiver relies on exactly this contract:
+
+    * ``put`` stores new bytes and returns their :class:`BlobInfo` (``size`` in bytes,
+      ``sha256`` lowercase hex of the stored bytes). Putting *identical* bytes under an
+      existing key is a no-op returning the stored info (a re-run after a crash);
+      *different* bytes raise :class:`~usermgmt.errors.BlobExists` (a ``Conflict``)
+      and leave the stored object untouched.
+    * ``checksum_sha256`` (lowercase hex), when given, is the checksum the caller
+      computed; the store checks the bytes against it (S3: sent as
+      ``x-amz-checksum-sha256`` so the server verifies it) and raises
+      :class:`~usermgmt.errors.BlobIntegrityError` without storing anything on a mismatch.
+    * ``head`` reports what the store *holds* (size and SHA-256 of the stored bytes,
+      not of what was sent), or None; the archiver compares it with what it uploaded
+      before deleting any database row.
+    * there is no delete: retention is the store's business (S3 Object Lock).
+    * a bad key raises :class:`~usermgmt.errors.ValidationError`; an unreachable
+      store raises :class:`~usermgmt.errors.BackendUnavailable`.
+    """
 
     def put(
-        self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        checksum_sha256: str | None = None,
     ) -> BlobInfo:
-        """Store; storing identical bytes again is a no-op, different bytes raise Conflict."""
+        """Store; identical bytes again are a no-op, different bytes raise BlobExists;
+        a ``checksum_sha256`` that does not match raises BlobIntegrityError."""
 
-    def head(self, key: str) -> BlobInfo | None: ...
+    def head(self, key: str) -> BlobInfo | None:
+        """Size and SHA-256 of the stored bytes, or None if the key is absent."""
 
     def get(self, key: str) -> bytes:
         """The bytes; raises NotFound."""

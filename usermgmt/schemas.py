@@ -203,8 +203,11 @@ class PageIn(Input):
 
 
 class AuditQueryIn(PageIn):
+    organization_id: UUID | None = None
     action: Annotated[str | None, Field(max_length=100)] = None
     actor_id: UUID | None = None
+    target_type: Annotated[str | None, Field(max_length=64)] = None
+    target_id: Annotated[str | None, Field(max_length=200)] = None
     since: datetime | None = None
     until: datetime | None = None
 

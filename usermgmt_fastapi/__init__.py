@@ -56,10 +56,12 @@ from usermgmt_fastapi.routers import (
     health_router,
     invitations_router,
     metrics_router,
+    oauth_router,
     organizations_router,
     permissions_router,
     users_router,
 )
+from usermgmt_fastapi.routing import gated
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -81,6 +83,7 @@ __all__ = [
     "invitations_router",
     "metrics_router",
     "mount",
+    "oauth_router",
     "organizations_router",
     "permissions_router",
     "request_context",
@@ -97,6 +100,7 @@ def all_routers(*, metrics: bool = True) -> list[APIRouter]:
     """A fresh instance of every router, in inclusion order (``/metrics`` last)."""
     routers = [
         auth_router(),
+        oauth_router(),
         users_router(),
         organizations_router(),
         invitations_router(),
@@ -162,4 +166,5 @@ def mount(
         metrics=metrics,
     )
     for router in all_routers(metrics=metrics):
-        app.include_router(router, prefix=prefix)
+        # gated: the application's own routes do not pay for trying each of these
+        app.include_router(gated(router, prefix), prefix=prefix)

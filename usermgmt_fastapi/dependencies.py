@@ -7,7 +7,13 @@ store or the database, loading the user and checking a permission read the datab
 run the sync core in the threadpool, once per request: :func:`current_user` is one
 round trip, and so is a :func:`require_permission` dependency (authentication and the
 permission check together); the caller it authenticated is remembered for the request,
-so a route using both pays for one. Use them in the application's own routes::
+so a route using both pays for one. With in-process backends (memory database, cache
+and revocation store: :func:`reads_in_process`) there is no I/O to wait for, and they
+call the core on the event loop instead. :func:`current_user` and
+:func:`require_permission` read the application's UserManagement, the bearer token and
+the request context themselves rather than through sub-dependencies: FastAPI's
+dependency resolution costs more per request than the work. Use them in the
+application's own routes::
 
     @app.get(
         "/orgs/{org_id}/projects",
@@ -23,13 +29,14 @@ core errors, which the installed error handlers render as 401/403/404 problems.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeVar
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from usermgmt.app import UserManagement
+from usermgmt.backends.memory import MemoryCache, MemoryRevocationStore, MemoryUnitOfWorkFactory
 from usermgmt.errors import AuthenticationError, ConfigurationError
 from usermgmt.models import AccessClaims, EffectivePermissions, RequestContext, User
 from usermgmt.observability.context import set_user_id
@@ -49,9 +56,12 @@ __all__ = [
     "current_claims",
     "current_user",
     "get_um",
+    "reads_in_process",
     "request_context",
     "require_permission",
 ]
+
+T = TypeVar("T")
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -60,44 +70,77 @@ _bearer = HTTPBearer(
 )
 
 
-async def get_um(request: Request) -> UserManagement:
-    """The UserManagement given to :func:`usermgmt_fastapi.mount`.
-
-    Raises ConfigurationError if the application was not set up with it.
-    """
+def _um_of(request: Request) -> UserManagement:
     um = getattr(request.app.state, STATE_KEY, None)
     if not isinstance(um, UserManagement):
         raise ConfigurationError("call usermgmt_fastapi.mount(app, um) before serving requests")
     return um
 
 
+async def get_um(request: Request) -> UserManagement:
+    """The UserManagement given to :func:`usermgmt_fastapi.mount`.
+
+    Raises ConfigurationError if the application was not set up with it.
+    """
+    return _um_of(request)
+
+
 UM = Annotated[UserManagement, Depends(get_um)]
+
+
+def _context_of(request: Request, um: UserManagement) -> RequestContext:
+    headers = request.headers
+    peer = request.client.host if request.client else None
+    return RequestContext(
+        ip=um.client_ip(peer, headers.get("x-forwarded-for")),
+        user_agent=headers.get("user-agent"),
+        request_id=request_id_of(request) or request_id_from(headers),
+    )
 
 
 async def request_context(request: Request, um: UM) -> RequestContext:
     """Where the request comes from, for audit events: the client address (believing
     ``X-Forwarded-For`` only from ``TRUSTED_PROXIES``), user agent and request id."""
-    peer = request.client.host if request.client else None
-    return RequestContext(
-        ip=um.client_ip(peer, request.headers.get("x-forwarded-for")),
-        user_agent=request.headers.get("user-agent"),
-        request_id=request_id_of(request) or request_id_from(request.headers),
-    )
+    return _context_of(request, um)
 
 
 Ctx = Annotated[RequestContext, Depends(request_context)]
 
+_Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
-async def bearer_token(
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """The bearer token of the request. Raises AuthenticationError when there is none."""
+
+def _token_of(credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None or not credentials.credentials:
         raise AuthenticationError("Authentication required: send a bearer access token.")
     return credentials.credentials
 
 
+async def bearer_token(credentials: _Credentials) -> str:
+    """The bearer token of the request. Raises AuthenticationError when there is none."""
+    return _token_of(credentials)
+
+
 BearerToken = Annotated[str, Depends(bearer_token)]
+
+
+def reads_in_process(um: UserManagement) -> bool:
+    """Whether authenticating a caller and checking a permission touch only in-process
+    backends (memory database, no or in-process cache and revocation store): then they
+    do no I/O, only a few dictionary look-ups under a lock held for microseconds, and
+    the dependencies run them on the event loop instead of paying a threadpool round
+    trip. Anything else (SQL, Redis) runs in the threadpool."""
+    backends = um.backends
+    return (
+        type(backends.uow) is MemoryUnitOfWorkFactory
+        and (backends.cache is None or type(backends.cache) is MemoryCache)
+        and (backends.revocations is None or type(backends.revocations) is MemoryRevocationStore)
+    )
+
+
+async def _call(um: UserManagement, function: Callable[..., T], *args: Any) -> T:
+    if reads_in_process(um):
+        return function(*args)
+    return await run_in_threadpool(function, *args)
 
 
 def _verify(um: UserManagement, token: str) -> AccessClaims:
@@ -111,9 +154,9 @@ async def current_claims(token: BearerToken, um: UM) -> AccessClaims:
 
     Raises InvalidToken, TokenExpired, TokenRevoked (401). The user id goes to the
     logging context of the request. The check (revocation: the store or the database)
-    runs in the threadpool.
+    runs in the threadpool unless the backends are in process (:func:`reads_in_process`).
     """
-    return await run_in_threadpool(_verify, um, token)
+    return await _call(um, _verify, um, token)
 
 
 Claims = Annotated[AccessClaims, Depends(current_claims)]
@@ -141,16 +184,19 @@ def _authenticate(um: UserManagement, token: str) -> User:
     return user
 
 
-async def current_user(request: Request, token: BearerToken, um: UM) -> User:
+async def current_user(request: Request, credentials: _Credentials) -> User:
     """The active user the access token belongs to. Raises InvalidToken and subclasses (401).
 
     The user id goes to the logging context of the request. One threadpool round trip
-    (token verification and the user's row), none when a :func:`require_permission`
+    (token verification and the user's row; none with in-process backends, see
+    :func:`reads_in_process`), none at all when a :func:`require_permission`
     dependency of the same request already authenticated this token.
     """
+    um = _um_of(request)
+    token = _token_of(credentials)
     user = _remembered(request, um, token)
     if user is None:
-        user = await run_in_threadpool(_authenticate, um, token)
+        user = await _call(um, _authenticate, um, token)
         _remember(request, um, token, user)
     return user
 
@@ -164,13 +210,14 @@ def _authorize(
     user: User | None,
     org_id: str,
     permission: str,
-    ctx: RequestContext,
+    request: Request,
 ) -> tuple[User, EffectivePermissions]:
     """Authenticate (unless ``user`` is known already), then require ``permission``:
     the sync work of a :func:`require_permission` dependency, in one call."""
     if user is None:
         user = _authenticate(um, token)
-    return user, um.authz.require(user.id, parse_uuid(org_id, "organization"), permission, ctx)
+    org = parse_uuid(org_id, "organization")
+    return user, um.authz.require(user.id, org, permission, _context_of(request, um))
 
 
 def require_permission(permission: str) -> Callable[..., Awaitable[EffectivePermissions]]:
@@ -180,21 +227,18 @@ def require_permission(permission: str) -> Callable[..., Awaitable[EffectivePerm
     An outsider gets 404 (the organization's existence is not revealed), a member
     without the permission 403 (audited). Raises ValidationError at once for a name
     that is not ``resource:action``. Authentication (as :func:`current_user`) and the
-    permission check run together in one threadpool round trip.
+    permission check run together in one threadpool round trip (none with in-process
+    backends, see :func:`reads_in_process`).
     """
     validate_permission_name(permission)
 
     async def dependency(
-        request: Request,
-        org_id: Annotated[str, Path()],
-        token: BearerToken,
-        um: UM,
-        ctx: Ctx,
+        request: Request, org_id: Annotated[str, Path()], credentials: _Credentials
     ) -> EffectivePermissions:
+        um = _um_of(request)
+        token = _token_of(credentials)
         known = _remembered(request, um, token)
-        user, effective = await run_in_threadpool(
-            _authorize, um, token, known, org_id, permission, ctx
-        )
+        user, effective = await _call(um, _authorize, um, token, known, org_id, permission, request)
         if known is None:
             _remember(request, um, token, user)
         return effective

@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from usermgmt.errors import UserMgmtError
 from usermgmt.http import (
@@ -48,6 +49,7 @@ __all__ = [
     "PROBLEM_TYPE_BASE",
     "STATUS_BY_ERROR",
     "Problem",
+    "allowed_methods",
     "install_error_handlers",
     "problem_response",
     "rate_limit_headers",
@@ -113,6 +115,30 @@ def validation_problem(request: Request, errors: Sequence[Any]) -> JSONResponse:
     return error_response(request, to_validation_error(errors))
 
 
+#: The methods a 405's ``Allow`` may list (those routes can be declared for).
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+#: What routing reads from a scope: a probe copies only these, never the keys routing
+#: itself added (the route tried, path parameters, FastAPI's inclusion context).
+_ROUTING_KEYS = ("type", "path", "raw_path", "root_path", "headers", "scheme", "server", "app")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the application serves at this request's path, in
+    alphabetical order: what a 405's ``Allow`` lists (Starlette names only the methods
+    of the first route matching the path; Flask, and now this, all of them)."""
+    router = getattr(request.app, "router", None)
+    routes = getattr(router, "routes", None) or ()
+    base = {key: request.scope[key] for key in _ROUTING_KEYS if key in request.scope}
+    allowed: list[str] = []
+    for method in _METHODS:
+        for route in routes:
+            match, _ = route.matches({**base, "method": method})
+            if match is Match.FULL:
+                allowed.append(method)
+                break
+    return allowed
+
+
 def _http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     status = exc.status_code
     if status == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
@@ -121,6 +147,11 @@ def _http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse
     headers = {
         key: value for key, value in (exc.headers or {}).items() if _SAFE_HEADER_VALUE.match(value)
     }
+    if status == 405:
+        methods = allowed_methods(request)
+        if methods:
+            headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+            headers["Allow"] = ", ".join(methods)
     detail = exc.detail if isinstance(exc.detail, str) and status < 500 else None
     return render(
         http_problem(

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -118,6 +118,24 @@ def _in_process(limiter: object) -> bool:
     return False
 
 
+_REQUEST_ID_RAW: Final = REQUEST_ID_HEADER.lower().encode("latin-1")
+_SECURITY_RAW: Final = tuple(
+    (key.lower().encode("latin-1"), value.encode("latin-1"))
+    for key, value in SECURITY_HEADERS.items()
+)
+_HSTS_RAW: Final = ((b"strict-transport-security", HSTS.encode("latin-1")),)
+
+
+class _Served:
+    """What the response of one request has shown so far (its status; whether it started)."""
+
+    __slots__ = ("started", "status")
+
+    def __init__(self) -> None:
+        self.status = 500
+        self.started = False
+
+
 class _BodyTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"The request body is larger than {limit} bytes.")
@@ -157,23 +175,28 @@ class UserMgmtMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        request_id = request_id_from(headers)
-        scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
-        status = 500
-
-        async def send_observed(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
+        # The three request headers used here, in one pass (no Headers object).
+        given_id = forwarded_for = content_length = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                given_id = value.decode("latin-1") if given_id is None else given_id
+            elif name == b"x-forwarded-for":
+                forwarded_for = value.decode("latin-1") if forwarded_for is None else forwarded_for
+            elif name == b"content-length":
+                content_length = (
+                    value.decode("latin-1") if content_length is None else content_length
+                )
+        request_id = http.request_id_from(given_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        served = _Served()
         tokens = bind_request(request_id)
         try:
-            await self._serve(scope, receive, send_observed, headers, request_id)
+            await self._serve(
+                scope, receive, send, served, request_id, forwarded_for, content_length
+            )
         finally:
-            self._observe(scope, status, time.perf_counter() - started)
+            self._observe(scope, served.status, time.perf_counter() - started)
             unbind_request(tokens)
 
     def _route(self, scope: Scope) -> str:
@@ -211,26 +234,35 @@ class UserMgmtMiddleware:
             )
 
     async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, headers: Headers, request_id: str
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        served: _Served,
+        request_id: str,
+        forwarded_for: str | None,
+        content_length: str | None,
     ) -> None:
         um = self._um(scope)
         path: str = scope.get("path", "")
-        extra_headers: dict[str, str] = {}
+        # Added to the response unless it has them already (the request id always):
+        # raw (name, value) pairs, encoded once.
+        added: list[tuple[bytes, bytes]] = []
         https = scope.get("scheme") == "https"
-        started = False
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal started
             if message["type"] == "http.response.start":
-                started = True
-                out = MutableHeaders(scope=message)
-                out[REQUEST_ID_HEADER] = request_id
-                for key, value in extra_headers.items():
-                    out.setdefault(key, value)  # a stricter limit's own numbers win
-                for key, value in SECURITY_HEADERS.items():
-                    out.setdefault(key, value)
-                if https:
-                    out.setdefault("Strict-Transport-Security", HSTS)
+                served.status = int(message["status"])
+                served.started = True
+                raw: list[tuple[bytes, bytes]] = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in raw}
+                raw = [item for item in raw if item[0].lower() != _REQUEST_ID_RAW]
+                raw.append((_REQUEST_ID_RAW, request_id.encode("latin-1")))
+                for item in (*added, *_SECURITY_RAW, *(_HSTS_RAW if https else ())):
+                    if item[0] not in present:  # a stricter limit's own numbers win
+                        present.add(item[0])
+                        raw.append(item)
+                message = {**message, "headers": raw}
             await send(message)
 
         async def refuse(reply: http.ProblemReply) -> None:
@@ -239,21 +271,24 @@ class UserMgmtMiddleware:
         # --- global rate limit ----------------------------------------------------------
         if not http.is_exempt(path, self.exempt_prefixes):
             client = scope.get("client")
-            arguments = (um, client[0] if client else None, headers.get("x-forwarded-for"))
+            arguments = (um, client[0] if client else None, forwarded_for)
             if _in_process(um.backends.rate_limiter):  # a lock and a dict: no I/O
                 verdict = http.check_global_rate(*arguments, instance=path, request_id=request_id)
             else:  # off the event loop: Redis is a network round trip
                 verdict = await run_in_threadpool(
                     http.check_global_rate, *arguments, instance=path, request_id=request_id
                 )
-            extra_headers.update(verdict.headers)
+            added.extend(
+                (key.lower().encode("latin-1"), value.encode("latin-1"))
+                for key, value in verdict.headers.items()
+            )
             if verdict.refusal is not None:
                 await refuse(verdict.refusal)
                 return
 
         # --- body size ------------------------------------------------------------------
         refusal = http.check_content_length(
-            headers.get("content-length"),
+            content_length,
             self.max_body_bytes,
             instance=path,
             request_id=request_id,
@@ -282,7 +317,7 @@ class UserMgmtMiddleware:
                 exc_info=exc,
                 extra={"request_id": request_id},
             )
-            if started:
+            if served.started:
                 raise  # the response is half sent: let the server close the connection
             response = internal_error_response(request_id, path)
             await response(scope, receive, send_with_headers)

@@ -99,3 +99,80 @@ def test_needs_audit_read(api, trail):
     assert api.get(path, token=member.token).status_code == 403
     assert api.get(path, token=outsider.token).status_code == 404
     assert api.get(path).status_code == 401
+
+
+def test_target_filters(api, trail):
+    org_id, owner, member = trail
+    path = f"/organizations/{org_id}/audit-logs"
+    everything = api.get(path, token=owner.token).json()["items"]
+    targeted = [e for e in everything if e["target_id"] == member.id]
+    assert targeted
+
+    found = api.get(
+        path,
+        params={"target_type": targeted[0]["target_type"], "target_id": member.id},
+        token=owner.token,
+    ).json()["items"]
+    assert [e["id"] for e in found] == [e["id"] for e in targeted]
+    none = api.get(path, params={"target_id": "nothing-has-this-id"}, token=owner.token)
+    assert none.json()["items"] == []
+
+
+def test_filtered_cursor_pages_stay_filtered(api, trail):
+    org_id, owner, _ = trail
+    path = f"/organizations/{org_id}/audit-logs"
+    for n in range(3):
+        api.clock.advance(seconds=60)
+        api.patch(f"/organizations/{org_id}", json={"name": f"Acme {n + 4}"}, token=owner.token)
+    seen, cursor = [], None
+    while True:
+        params = {"action": "organization.updated", "limit": "2"}
+        if cursor is not None:
+            params["cursor"] = cursor
+        page = api.get(path, params=params, token=owner.token).json()
+        assert len(page["items"]) <= 2
+        seen += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [e["action"] for e in seen] == ["organization.updated"] * 5
+    times = [e["occurred_at"] for e in seen]
+    assert times == sorted(times, reverse=True)
+    assert len({e["id"] for e in seen}) == 5
+
+
+def test_superusers_query_every_organization_and_the_query_is_audited(api, trail):
+    org_id, _, _ = trail
+    other = api.org(api.account(), "Other")
+    admin = api.account(superuser=True)
+
+    response = api.get("/audit-logs", params={"limit": "100"}, token=admin.token)
+    assert response.status_code == 200
+    orgs = {e["organization_id"] for e in response.json()["items"]}
+    assert {org_id, other} <= orgs
+
+    only = api.get("/audit-logs", params={"organization_id": other}, token=admin.token).json()
+    assert {e["organization_id"] for e in only["items"]} == {other}
+
+    audited = api.get(
+        "/audit-logs", params={"action": "admin.audit_logs_listed"}, token=admin.token
+    ).json()["items"]
+    # the two earlier queries (this one is recorded in the same transaction, too)
+    assert len(audited) == 3
+    assert {e["actor_user_id"] for e in audited} == {admin.id}
+    assert audited[1]["organization_id"] is None  # the platform stream
+    assert audited[1]["metadata"]["filters"] == {"organization_id": other}
+
+
+def test_platform_query_needs_a_superuser(api, trail):
+    _, owner, _ = trail
+
+    assert api.get("/audit-logs", token=owner.token).status_code == 403
+    assert api.get("/audit-logs").status_code == 401
+    admin = api.account(superuser=True)
+    denied = api.get(
+        "/audit-logs", params={"action": "authorization.denied"}, token=admin.token
+    ).json()["items"]
+    assert [(e["actor_user_id"], e["target_id"]) for e in denied] == [(owner.id, "superuser")]
+    bad = api.get("/audit-logs", params={"organization_id": "nope"}, token=admin.token)
+    assert bad.status_code == 422

@@ -108,6 +108,18 @@ def test_unknown_route_and_wrong_method_are_problem_documents(api):
     assert "GET" in wrong.headers["allow"]
 
 
+def test_a_wrong_method_lists_every_method_of_the_path_in_allow(api):
+    # Several routes serve /users/me (GET, PATCH, DELETE): Allow names all of them, on
+    # both adapters, not only the first route's (Starlette's own answer).
+    wrong = api.put("/users/me")
+    login = api.get("/auth/login")
+
+    assert wrong.status_code == login.status_code == 405
+    assert wrong.headers["allow"] == "DELETE, GET, PATCH"
+    assert login.headers["allow"] == "POST"
+    assert wrong.json()["code"] == "method_not_allowed"
+
+
 def test_an_unexpected_exception_is_a_generic_500(api, caplog):
     caplog.set_level("ERROR", logger="usermgmt.http")
 

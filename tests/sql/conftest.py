@@ -44,6 +44,8 @@ TABLES = (
     "one_time_tokens",
     "oauth_accounts",
     "audit_logs",
+    "audit_chain_heads",
+    "audit_archive_batches",
 )
 
 

@@ -37,18 +37,20 @@ pytestmark = pytest.mark.sql
 EXPECTED: dict[str, dict[str, int]] = {
     # SQLite sends its BEGIN as SQL: IMMEDIATE for a unit of work that may write (every
     # Kernel.read without replica=True, too), plain for a read-only one.
+    # An audit event is 3 statements (issue 7's hash chain): UPDATE audit_chain_heads ...
+    # RETURNING (the stream's row lock), INSERT audit_logs, UPDATE the head's hash.
     "sqlite": {
-        "login": 7,  # BEGIN + user by email | BEGIN + user FOR UPDATE, UPDATE user, INSERT session, INSERT audit
-        "refresh": 5,  # BEGIN, session, user, UPDATE session (compare-and-set), INSERT audit
+        "login": 9,  # BEGIN + user by email | BEGIN + user FOR UPDATE, UPDATE user, INSERT session, audit (3)
+        "refresh": 7,  # BEGIN, session, user, UPDATE session (compare-and-set), audit (3)
         "has_permission_cold": 4,  # BEGIN, membership, user, roles with permissions
         "has_permission_warm": 0,
-        "authenticate": 4,  # BEGIN + session (revocation) | BEGIN + user
+        "authenticate": 3,  # BEGIN, session (revocation), user: one unit of work
         "members_list": 4,  # BEGIN, roles, memberships, users IN (...)
     },
     # PostgreSQL: BEGIN is implicit; a write that may break a constraint runs in a SAVEPOINT.
     "postgresql": {
-        "login": 7,  # user by email | user FOR NO KEY UPDATE, SAVEPOINT, UPDATE, RELEASE, 2 INSERTs
-        "refresh": 4,
+        "login": 9,  # user by email | user FOR NO KEY UPDATE, SAVEPOINT, UPDATE, RELEASE, INSERT, audit (3)
+        "refresh": 6,
         "has_permission_cold": 3,
         "has_permission_warm": 0,
         "authenticate": 2,

@@ -158,5 +158,5 @@ def build_queue(settings: Settings, runner: TaskRunner) -> TaskQueue:
         return memory.InlineQueue(runner, mode=mode)
     require_module("rq", "rq", "rq")
     module = _our_backend("usermgmt.backends.queue.rq", "QUEUE_BACKEND=rq")
-    queue: TaskQueue = module.build(settings)
+    queue: TaskQueue = module.build(settings, runner)  # runner: in-process if Redis fails
     return queue

@@ -19,6 +19,7 @@ __all__ = [
     "NO_BODY",
     "AuditLogQuery",
     "PageQuery",
+    "PlatformAuditLogQuery",
     "UserListQuery",
     "decode_json_body",
     "parse_body",
@@ -126,7 +127,15 @@ class AuditLogQuery(_Query):
 
     action: Annotated[str | None, Field(max_length=100)] = None
     actor_id: Annotated[str | None, Field(max_length=64)] = None
+    target_type: Annotated[str | None, Field(max_length=64)] = None
+    target_id: Annotated[str | None, Field(max_length=200)] = None
     since: Annotated[str | None, Field(max_length=64)] = None
     until: Annotated[str | None, Field(max_length=64)] = None
     limit: Limit = DEFAULT_PAGE_SIZE
     cursor: Cursor = None
+
+
+class PlatformAuditLogQuery(AuditLogQuery):
+    """``GET /audit-logs`` (superuser): the organization filters plus ``organization_id``."""
+
+    organization_id: Annotated[str | None, Field(max_length=64)] = None

@@ -109,6 +109,9 @@ DB_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 REDIS_BUCKETS: Final = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 JOB_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
+#: At most this many (method, route, status) children are remembered by observe_http.
+_MAX_CACHED_CHILDREN: Final = 4096
+
 _LABEL_VALUE: Final = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
 
 
@@ -198,18 +201,34 @@ class PrometheusObserver:
             prometheus.ProcessCollector(registry=reg)
             prometheus.PlatformCollector(registry=reg)
             prometheus.GCCollector(registry=reg)
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._db_children: dict[str, Any] = {}
         for result in LOGIN_RESULTS:  # every result shows from the start, at 0
             self.logins.labels(result)
 
     # --- the Observer protocol -------------------------------------------------------------
 
     def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
-        labels = (_bounded(method.upper(), HTTP_METHODS, "OTHER"), route, str(status))
-        self.http_duration.labels(*labels).observe(seconds)
-        self.http_requests.labels(*labels).inc()
+        # labels() is a lock, a validation and a dict look-up per call: the children of
+        # each (method, route, status) are kept here (a bounded set: routes are templates).
+        key = (method, route, status)
+        children = self._http_children.get(key)
+        if children is None:
+            labels = (_bounded(method.upper(), HTTP_METHODS, "OTHER"), route, str(status))
+            children = (self.http_duration.labels(*labels), self.http_requests.labels(*labels))
+            if len(self._http_children) >= _MAX_CACHED_CHILDREN:
+                self._http_children.clear()
+            self._http_children[key] = children
+        children[0].observe(seconds)
+        children[1].inc()
 
     def observe_db(self, operation: str, seconds: float) -> None:
-        self.db_duration.labels(_bounded(operation, DB_OPERATIONS, "OTHER")).observe(seconds)
+        child = self._db_children.get(operation)
+        if child is None:
+            child = self.db_duration.labels(_bounded(operation, DB_OPERATIONS, "OTHER"))
+            if len(self._db_children) < _MAX_CACHED_CHILDREN:
+                self._db_children[operation] = child
+        child.observe(seconds)
 
     def observe_redis(self, command: str, seconds: float) -> None:
         self.redis_duration.labels(_safe(command.upper())).observe(seconds)

@@ -17,11 +17,13 @@ import logging
 import os
 import re
 import secrets
+import sys
 import threading
 import unicodedata
-from collections.abc import Container
+from collections.abc import Callable, Container
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from passlib.context import CryptContext
 
@@ -48,6 +50,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("usermgmt.security.passwords")
+
+T = TypeVar("T")
 
 #: bcrypt ignores everything after this many bytes; longer passwords are refused.
 BCRYPT_MAX_BYTES = 72
@@ -105,25 +109,75 @@ def default_hash_concurrency() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+#: How much lower than the caller's the priority of the hashing threads is (``nice``
+#: increment, Linux only): see :class:`_Bounded`.
+HASH_THREAD_NICE = 10
+
+
+def _lower_priority(increment: int) -> None:
+    """Lower this thread's priority by ``increment`` (its own ``nice`` value: on Linux a
+    thread is a task of its own, and the threads it starts, argon2's lanes, inherit it)."""
+    try:
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + increment))
+    except OSError as exc:  # not allowed here: hashes run at the normal priority
+        logger.debug("password hashing threads keep their priority: %s", exc)
+
+
 class _Bounded:
     """A CryptContext whose ``hash`` and ``verify`` run at most ``slots`` at a time.
 
     argon2 releases the GIL and each hash takes ``m`` KiB of memory: without a bound,
     a burst of logins in the threadpool saturates every core and multiplies memory,
     starving the requests that need no hashing. Waiting callers queue here instead.
+
+    On Linux (``nice`` > 0) the hashes run in ``slots`` threads of their own whose
+    priority is ``nice`` steps lower (argon2's lane threads inherit it): when logins
+    keep every core busy, the scheduler still gives the event loop and the threads
+    serving other requests the CPU first, so their latency stays that of an idle
+    machine and the logins take the rest. The caller waits for its hash as before.
+    Elsewhere, or with ``nice=0``, the hash runs in the caller's thread.
     """
 
-    def __init__(self, context: Any, slots: int) -> None:
+    def __init__(self, context: Any, slots: int, nice: int = HASH_THREAD_NICE) -> None:
         self._inner = context
         self._slots = threading.BoundedSemaphore(slots)
+        self._size = slots
+        self._nice = nice if sys.platform == "linux" and hasattr(os, "setpriority") else 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+        self._pool_lock = threading.Lock()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        pid = os.getpid()
+        pool = self._pool
+        if pool is None or self._pool_pid != pid:
+            with self._pool_lock:
+                # A forked child (gunicorn --preload) has the object but not its threads.
+                if self._pool is None or self._pool_pid != pid:
+                    self._pool = ThreadPoolExecutor(
+                        max_workers=self._size,
+                        thread_name_prefix="usermgmt-password-hash",
+                        initializer=_lower_priority,
+                        initargs=(self._nice,),
+                    )
+                    self._pool_pid = pid
+                pool = self._pool
+        return pool
+
+    def run(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` under the bound (in a hashing thread when ``nice``)."""
+        if not self._nice:
+            with self._slots:
+                return function(*args)
+        return self._executor().submit(function, *args).result()
 
     def hash(self, secret: str) -> Any:
-        with self._slots:
-            return self._inner.hash(secret)
+        return self.run(self._inner.hash, secret)
 
     def verify(self, secret: str, hashed: str) -> Any:
-        with self._slots:
-            return self._inner.verify(secret, hashed)
+        return self.run(self._inner.verify, secret, hashed)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -135,9 +189,19 @@ class PasslibHasher:
     Verification failures of any kind (wrong password, unknown or malformed hash, a
     password too long for a bcrypt hash) return ``False`` after doing the work of one
     verification, so every failure costs the same (SEC-AU-02).
+
+    At most ``concurrency`` hashes run at once (default: cores - 1); on Linux they run
+    in threads ``nice`` steps below the caller's priority (0: in the caller's thread, at
+    its priority), so that logins never take the CPU from the requests that need none.
     """
 
-    def __init__(self, params: Argon2Parameters, *, concurrency: int | None = None) -> None:
+    def __init__(
+        self,
+        params: Argon2Parameters,
+        *,
+        concurrency: int | None = None,
+        nice: int = HASH_THREAD_NICE,
+    ) -> None:
         self.params = params
         self.concurrency = concurrency or default_hash_concurrency()
         self._context: Any = _Bounded(
@@ -150,6 +214,7 @@ class PasslibHasher:
                 argon2__parallelism=params.parallelism,
             ),
             self.concurrency,
+            nice,
         )
         self._dummy_hash: str | None = None
         self._dummy_lock = threading.Lock()

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import secrets
 import threading
 import time
@@ -50,9 +51,12 @@ from uuid import UUID
 
 import pytest
 
+from usermgmt.audit_chain import GENESIS_HASH, PLATFORM_STREAM, event_hash
 from usermgmt.clock import FakeClock
 from usermgmt.errors import (
     AlreadyMember,
+    BlobExists,
+    BlobIntegrityError,
     Conflict,
     EmailTaken,
     NotFound,
@@ -644,14 +648,14 @@ class OrganizationRepositoryContract:
         role, other_role = _seed_role(uow_factory, doomed), _seed_role(uow_factory, other)
         event = make_audit_event("organization.created", organization_id=doomed.id)
 
-        def populate(uow: UnitOfWork) -> None:
+        def populate(uow: UnitOfWork) -> AuditEvent:
             uow.memberships.add(make_membership(doomed.id, user.id, [role.id]))
             uow.memberships.add(make_membership(other.id, user.id, [other_role.id]))
             uow.invitations.add(make_invitation(doomed.id, [role.id], token_hash="doomed-inv"))
             uow.invitations.add(make_invitation(other.id, [other_role.id], token_hash="other-inv"))
-            uow.audit.add(event)
+            return uow.audit.add(event)
 
-        transact(uow_factory, populate)
+        event = transact(uow_factory, populate)
         transact(uow_factory, lambda uow: uow.organizations.delete(doomed.id))
         with uow_factory() as uow:
             assert uow.organizations.get(doomed.id) is None
@@ -1308,6 +1312,19 @@ class OAuthAccountRepositoryContract:
             uow.oauth_accounts.add(make_oauth_account(other.id, "google", "123"))
         assert peek(uow_factory, lambda uow: uow.oauth_accounts.list_for_user(other.id)) == []
 
+    def test_oauth_delete(self, uow_factory: UnitOfWorkFactory) -> None:
+        user = _seed_user(uow_factory)
+        account = make_oauth_account(user.id, "google", "123")
+        kept = make_oauth_account(user.id, "gitlab", "123")
+        add_all(uow_factory, lambda uow: uow.oauth_accounts.add, account, kept)
+        assert transact(uow_factory, lambda uow: uow.oauth_accounts.delete(account.id)) is True
+        assert transact(uow_factory, lambda uow: uow.oauth_accounts.delete(account.id)) is False
+        assert peek(uow_factory, lambda uow: uow.oauth_accounts.get("google", "123")) is None
+        assert peek(uow_factory, lambda uow: uow.oauth_accounts.list_for_user(user.id)) == [kept]
+        relinked = make_oauth_account(user.id, "google", "123")  # the pair is free again
+        transact(uow_factory, lambda uow: uow.oauth_accounts.add(relinked))
+        assert peek(uow_factory, lambda uow: uow.oauth_accounts.get("google", "123")) == relinked
+
 
 class AuditLogRepositoryContract:
     def _events(
@@ -1337,7 +1354,7 @@ class AuditLogRepositoryContract:
             )
             for minutes, o, action, a in specs
         ]
-        add_all(uow_factory, lambda uow: uow.audit.add, *events)
+        events = transact(uow_factory, lambda uow: [uow.audit.add(e) for e in events])
         return events, org, actor
 
     def test_audit_list_newest_first_with_cursor(self, uow_factory: UnitOfWorkFactory) -> None:
@@ -1379,6 +1396,52 @@ class AuditLogRepositoryContract:
             first = uow.audit.list(q, limit=2, before=None)
             assert first == [e[4], e[3]]
             assert uow.audit.list(q, limit=2, before=first[-1].id) == [e[2], e[0]]
+
+    def test_audit_list_filters_by_target(self, uow_factory: UnitOfWorkFactory) -> None:
+        e, org, _ = self._events(uow_factory)
+        assert peek(
+            uow_factory,
+            lambda uow: uow.audit.list(
+                AuditQuery(organization_id=org.id, target_type="user", target_id=e[2].target_id),
+                limit=10,
+                before=None,
+            ),
+        ) == [e[2]]
+
+    def test_audit_events_form_a_hash_chain_per_stream(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        e, org, _ = self._events(uow_factory)
+        mine = [x for x in e if x.organization_id == org.id]
+        assert [x.chain_seq for x in mine] == [1, 2, 3, 4]
+        assert mine[0].prev_hash == GENESIS_HASH
+        for before, after in itertools.pairwise(mine):
+            assert after.prev_hash == before.hash
+        for x in e:
+            assert x.hash == event_hash(x)
+        assert e[1].chain_seq == 1  # the other organization has its own chain
+        platform = transact(uow_factory, lambda uow: uow.audit.add(make_audit_event()))
+        assert (platform.chain_seq, platform.prev_hash) == (1, GENESIS_HASH)
+        with uow_factory() as uow:
+            head = uow.audit_archive.head(str(org.id))
+            assert head is not None
+            assert (head.seq, head.hash) == (4, mine[-1].hash)
+            assert uow.audit_archive.events(str(org.id), after_seq=1, limit=2) == mine[1:3]
+            assert uow.audit_archive.events(PLATFORM_STREAM, after_seq=0, limit=9) == [platform]
+
+    def test_audit_rolled_back_append_leaves_no_gap(self, uow_factory: UnitOfWorkFactory) -> None:
+        org = _seed_org(uow_factory)
+        first = transact(
+            uow_factory, lambda uow: uow.audit.add(make_audit_event(organization_id=org.id))
+        )
+        with uow_factory() as uow:
+            uow.audit.add(make_audit_event(organization_id=org.id))
+            uow.rollback()
+        second = transact(
+            uow_factory, lambda uow: uow.audit.add(make_audit_event(organization_id=org.id))
+        )
+        assert (first.chain_seq, second.chain_seq) == (1, 2)
+        assert second.prev_hash == first.hash
 
     def test_audit_metadata_is_never_shared(self, uow_factory: UnitOfWorkFactory) -> None:
         metadata: dict[str, Any] = {"changes": {"roles": ["member"]}}
@@ -1477,6 +1540,27 @@ class CacheContract:
         values = [v for r in results if isinstance(r, list) for v in r]
         assert sorted(values) == list(range(1, 1001))
         assert cache.get("counter") == "1000"
+
+    def test_cache_pop_reads_and_deletes(self, cache: Cache, advance_time: AdvanceTime) -> None:
+        assert cache.pop("missing") is None
+        cache.set("k", "v")
+        assert cache.pop("k") == "v"
+        assert cache.get("k") is None
+        assert cache.pop("k") is None
+        cache.set("short", "x", ttl=1)
+        advance_time(1.2)
+        assert cache.pop("short") is None  # an expired value is never handed out
+
+    def test_cache_pop_is_single_use_under_concurrency(self, cache: Cache) -> None:
+        for round_ in range(5):
+            key = f"once{round_}"
+            cache.set(key, "value")
+
+            def take(_: int, key: str = key) -> str | None:
+                return cache.pop(key)
+
+            results = race(20, take)
+            assert [r for r in results if r is not None] == ["value"]
 
 
 class RateLimiterContract:
@@ -1716,10 +1800,20 @@ class BlobStorageContract:
     def test_blobs_are_write_once(self, blob_storage: BlobStorage) -> None:
         info = blob_storage.put("a/b", b"original", content_type="text/plain")
         assert blob_storage.put("a/b", b"original", content_type="text/plain") == info
-        with pytest.raises(Conflict):
+        with pytest.raises(BlobExists):
             blob_storage.put("a/b", b"tampered", content_type="text/plain")
         assert blob_storage.get("a/b") == b"original"
         assert blob_storage.head("a/b") == info
+
+    def test_blobs_checksum_is_verified(self, blob_storage: BlobStorage) -> None:
+        data = b"line 1\nline 2\n"
+        digest = hashlib.sha256(data).hexdigest()
+        info = blob_storage.put("sum/ok", data, checksum_sha256=digest)
+        assert (info.size, info.sha256) == (len(data), digest)
+        assert blob_storage.head("sum/ok") == info
+        with pytest.raises(BlobIntegrityError):
+            blob_storage.put("sum/bad", data, checksum_sha256=hashlib.sha256(b"x").hexdigest())
+        assert blob_storage.head("sum/bad") is None
 
     def test_blobs_list_by_prefix(self, blob_storage: BlobStorage) -> None:
         keys = ["org1/2026/02/b", "org1/2026/01/a", "org2/2026/01/a", "org10/x"]

@@ -5,6 +5,7 @@ from usermgmt_fastapi.routers.auth import auth_router
 from usermgmt_fastapi.routers.health import health_router
 from usermgmt_fastapi.routers.invitations import invitations_router
 from usermgmt_fastapi.routers.metrics import metrics_router
+from usermgmt_fastapi.routers.oauth import oauth_router
 from usermgmt_fastapi.routers.organizations import organizations_router, permissions_router
 from usermgmt_fastapi.routers.users import users_router
 
@@ -14,6 +15,7 @@ __all__ = [
     "health_router",
     "invitations_router",
     "metrics_router",
+    "oauth_router",
     "organizations_router",
     "permissions_router",
     "users_router",

@@ -16,6 +16,7 @@ from usermgmt_flask.blueprints.auth import auth_blueprint
 from usermgmt_flask.blueprints.health import health_blueprint
 from usermgmt_flask.blueprints.invitations import invitations_blueprint
 from usermgmt_flask.blueprints.metrics import metrics_blueprint
+from usermgmt_flask.blueprints.oauth import oauth_blueprint
 from usermgmt_flask.blueprints.organizations import organizations_blueprint, permissions_blueprint
 from usermgmt_flask.blueprints.users import users_blueprint
 from usermgmt_flask.context import BLUEPRINT_NAME
@@ -27,6 +28,7 @@ __all__ = [
     "health_blueprint",
     "invitations_blueprint",
     "metrics_blueprint",
+    "oauth_blueprint",
     "organizations_blueprint",
     "permissions_blueprint",
     "usermgmt_blueprint",
@@ -39,6 +41,7 @@ def all_blueprints(*, metrics: bool = True) -> list[Blueprint]:
     last, unless ``metrics=False``)."""
     blueprints = [
         auth_blueprint(),
+        oauth_blueprint(),
         users_blueprint(),
         organizations_blueprint(),
         invitations_blueprint(),

@@ -349,16 +349,17 @@ def test_s3_storage_without_bucket_refused(monkeypatch: pytest.MonkeyPatch) -> N
     ("env", "queue", "cluster"),
     [
         ({}, "inline", False),
-        # RQ stays opt-in until the queue workers ship: Redis alone does not select it
-        ({"REDIS_URL": "redis://cache:6379/0"}, "inline", False),
-        ({"REDIS_URL": "rediss://cache:6380/0"}, "inline", False),
+        # a standalone queue Redis selects RQ; a Cluster alone cannot hold RQ queues
+        ({"REDIS_URL": "redis://cache:6379/0"}, "rq", False),
+        ({"REDIS_URL": "rediss://cache:6380/0"}, "rq", False),
         ({"REDIS_URL": "redis+cluster://a:7000,b:7001"}, "inline", True),
         ({"REDIS_URL": "redis://a:7000", "REDIS_CLUSTER": "true"}, "inline", True),
         (
             {"REDIS_URL": "redis+cluster://a:7000", "QUEUE_REDIS_URL": "redis://queue:6379/1"},
-            "inline",
+            "rq",
             True,
         ),
+        ({"REDIS_URL": "redis://cache:6379/0", "QUEUE_BACKEND": "inline"}, "inline", False),
         ({"REDIS_URL": "redis://cache:6379/0", "QUEUE_BACKEND": "rq"}, "rq", False),
     ],
 )

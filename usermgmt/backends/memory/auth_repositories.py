@@ -7,13 +7,15 @@ import dataclasses
 from datetime import datetime
 from uuid import UUID
 
+from usermgmt.audit_chain import GENESIS_HASH, chain_event, stream_of
 from usermgmt.backends.memory.repositories import _Repository
 from usermgmt.backends.memory.store import detach
 from usermgmt.errors import Conflict
 from usermgmt.models import AuditEvent, OAuthAccount, OneTimeToken, Session, TokenPurpose
-from usermgmt.ports import AuditQuery
+from usermgmt.ports import AuditArchiveBatch, AuditChainHead, AuditQuery
 
 __all__ = [
+    "MemoryAuditArchiveRepository",
     "MemoryAuditLogRepository",
     "MemoryOAuthAccountRepository",
     "MemoryOneTimeTokenRepository",
@@ -177,18 +179,34 @@ class MemoryOAuthAccountRepository(_Repository):
         found = [a for a in self._tx.reading().oauth_accounts.values() if a.user_id == user_id]
         return sorted(found, key=lambda a: a.id)
 
+    def delete(self, account_id: UUID) -> bool:
+        """Remove the linked account; False if it did not exist."""
+        store, journal = self._tx.writing()
+        account = store.oauth_accounts.get(account_id)
+        if account is None:
+            return False
+        journal.delete(store.oauth_index, (account.provider, account.subject))
+        journal.delete(store.oauth_accounts, account_id)
+        return True
+
 
 class MemoryAuditLogRepository(_Repository):
     """:class:`~usermgmt.ports.AuditLogRepository` on a :class:`MemoryStore`."""
 
     __slots__ = ()
 
-    def add(self, event: AuditEvent) -> None:
-        """Append; raises Conflict for a duplicate id."""
+    def add(self, event: AuditEvent) -> AuditEvent:
+        """Append to the stream's chain; raises Conflict for a duplicate id."""
         store, journal = self._tx.writing()
         if event.id in store.audit:
             raise Conflict(f"audit event {event.id} exists")
-        journal.put(store.audit, event.id, detach(event))
+        stream = stream_of(event.organization_id)
+        head = store.audit_heads.get(stream)
+        seq, prev = (0, GENESIS_HASH) if head is None else (head.seq, head.hash)
+        chained = chain_event(detach(event), seq + 1, prev)
+        journal.put(store.audit_heads, stream, AuditChainHead(stream, seq + 1, str(chained.hash)))
+        journal.put(store.audit, event.id, chained)
+        return detach(chained)
 
     def list(self, query: AuditQuery, *, limit: int, before: UUID | None) -> list[AuditEvent]:
         """Matching events newest first by id; ``since`` inclusive, ``until`` exclusive."""
@@ -207,12 +225,67 @@ class MemoryAuditLogRepository(_Repository):
         return found
 
 
+class MemoryAuditArchiveRepository(_Repository):
+    """:class:`~usermgmt.ports.AuditArchiveRepository` on a :class:`MemoryStore`."""
+
+    __slots__ = ()
+
+    def heads(self, *, after: str | None, limit: int) -> list[AuditChainHead]:
+        heads = self._tx.reading().audit_heads
+        streams = sorted(s for s in heads if after is None or s > after)
+        return [heads[s] for s in streams[: max(0, limit)]]
+
+    def head(self, stream: str) -> AuditChainHead | None:
+        return self._tx.reading().audit_heads.get(stream)
+
+    def events(self, stream: str, *, after_seq: int, limit: int) -> list[AuditEvent]:
+        found = [
+            e
+            for e in self._tx.reading().audit.values()
+            if stream_of(e.organization_id) == stream
+            and e.chain_seq is not None
+            and e.chain_seq > after_seq
+        ]
+        found.sort(key=lambda e: (e.chain_seq or 0, e.id))
+        return [detach(e) for e in found[: max(0, limit)]]
+
+    def count_before(self, cutoff: datetime) -> int:
+        return sum(1 for e in self._tx.reading().audit.values() if e.occurred_at < cutoff)
+
+    def batches(self, stream: str) -> list[AuditArchiveBatch]:
+        batches = self._tx.reading().audit_batches
+        return [batches[k] for k in sorted(k for k in batches if k[0] == stream)]
+
+    def record_batch(self, batch: AuditArchiveBatch) -> int:
+        store, journal = self._tx.writing()
+        key = (batch.stream, batch.first_seq)
+        if key in store.audit_batches or any(
+            b.key == batch.key for b in store.audit_batches.values()
+        ):
+            raise Conflict(f"archive batch {batch.key} is recorded already")
+        journal.put(store.audit_batches, key, batch)
+        doomed = [
+            e.id
+            for e in store.audit.values()
+            if stream_of(e.organization_id) == batch.stream
+            and e.chain_seq is not None
+            and batch.first_seq <= e.chain_seq <= batch.last_seq
+        ]
+        for event_id in doomed:
+            journal.delete(store.audit, event_id)
+        return len(doomed)
+
+
 def _matches(event: AuditEvent, query: AuditQuery) -> bool:
     if query.organization_id is not None and event.organization_id != query.organization_id:
         return False
     if query.action is not None and event.action != query.action:
         return False
     if query.actor_user_id is not None and event.actor_user_id != query.actor_user_id:
+        return False
+    if query.target_type is not None and event.target_type != query.target_type:
+        return False
+    if query.target_id is not None and event.target_id != query.target_id:
         return False
     if query.since is not None and event.occurred_at < query.since:
         return False

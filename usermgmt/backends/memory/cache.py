@@ -94,6 +94,18 @@ class MemoryCache:
             self._after_write()
             return value
 
+    def pop(self, key: str) -> str | None:
+        """Atomically read and delete: the value (None if absent or expired); of
+        concurrent callers only one gets it."""
+        with self._lock:
+            entry = self._data.pop(key, None)
+        if entry is None:
+            return None
+        value, expires_at = entry
+        if expires_at is not None and expires_at <= self._now():
+            return None
+        return value
+
     def clear(self) -> None:
         """Remove every entry."""
         with self._lock:

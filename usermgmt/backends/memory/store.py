@@ -30,6 +30,7 @@ from usermgmt.models import (
     TokenPurpose,
     User,
 )
+from usermgmt.ports import AuditArchiveBatch, AuditChainHead
 
 __all__ = ["Journal", "MemoryStore", "detach", "normalize_email"]
 
@@ -133,6 +134,8 @@ class MemoryStore:
         self.oauth_accounts: dict[UUID, OAuthAccount] = {}
         self.oauth_index: dict[tuple[str, str], UUID] = {}
         self.audit: dict[UUID, AuditEvent] = {}
+        self.audit_heads: dict[str, AuditChainHead] = {}
+        self.audit_batches: dict[tuple[str, int], AuditArchiveBatch] = {}
 
     def counts(self) -> dict[str, int]:
         """Row counts per table (for debugging and tests)."""

@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Self
 
 from usermgmt.backends.memory.auth_repositories import (
+    MemoryAuditArchiveRepository,
     MemoryAuditLogRepository,
     MemoryOAuthAccountRepository,
     MemoryOneTimeTokenRepository,
@@ -25,6 +26,7 @@ from usermgmt.backends.memory.tenancy_repositories import (
 )
 from usermgmt.errors import TransactionConflict
 from usermgmt.ports import (
+    AuditArchiveRepository,
     AuditLogRepository,
     InvitationRepository,
     MembershipRepository,
@@ -79,6 +81,7 @@ class MemoryUnitOfWork:
         self.tokens: OneTimeTokenRepository = MemoryOneTimeTokenRepository(self)
         self.oauth_accounts: OAuthAccountRepository = MemoryOAuthAccountRepository(self)
         self.audit: AuditLogRepository = MemoryAuditLogRepository(self)
+        self.audit_archive: AuditArchiveRepository = MemoryAuditArchiveRepository(self)
 
     # -- transaction protocol used by the repositories --------------------------------
 

@@ -99,6 +99,13 @@ class RedisCache:
 
         return self._redis.run(incr, command="EVALSHA")
 
+    def pop(self, key: str) -> str | None:
+        """Atomically read and delete (GETDEL, Redis 6.2+): of concurrent callers, only
+        one gets the value."""
+        full = self._key(key)
+        value: str | None = self._redis.run(lambda client: client.getdel(full), command="GETDEL")
+        return value
+
     def ping(self) -> None:
         """One round trip to Redis (health checks). Raises BackendUnavailable."""
         self._redis.ping()

@@ -252,6 +252,15 @@ class FailoverCache:
         self._monitor.succeeded("cache")
         return value
 
+    def pop(self, key: str) -> str | None:
+        try:
+            value = self.primary.pop(key)
+        except BackendUnavailable as exc:
+            self._failed(exc)
+            raise
+        self._monitor.succeeded("cache")
+        return value
+
     def ping(self) -> None:
         """A real round trip to Redis (health checks), even while the breaker is open."""
         ping = getattr(self.primary, "ping", None)

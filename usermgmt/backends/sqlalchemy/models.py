@@ -17,6 +17,7 @@ from uuid import UUID
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -39,6 +40,8 @@ from sqlalchemy.types import TypeEngine
 
 __all__ = [
     "NAMING_CONVENTION",
+    "AuditArchiveBatchRow",
+    "AuditChainHeadRow",
     "AuditLogRow",
     "Base",
     "InvitationRoleRow",
@@ -305,6 +308,19 @@ class AuditLogRow(Base):
         Index("ix_audit_logs_organization_id_id", "organization_id", "id"),
         Index("ix_audit_logs_organization_id_occurred_at", "organization_id", "occurred_at"),
         Index("ix_audit_logs_actor_user_id", "actor_user_id"),
+        # 0002: the hash chain in order, and the filters of the query API (newest first).
+        Index(
+            "uq_audit_logs_organization_id_chain_seq", "organization_id", "chain_seq", unique=True
+        ),
+        Index("ix_audit_logs_organization_id_action_id", "organization_id", "action", "id"),
+        Index(
+            "ix_audit_logs_organization_id_actor_user_id_id",
+            "organization_id",
+            "actor_user_id",
+            "id",
+        ),
+        Index("ix_audit_logs_organization_id_target_id_id", "organization_id", "target_id", "id"),
+        Index("ix_audit_logs_occurred_at", "occurred_at"),
     )
 
     id: Mapped[UUID] = mapped_column(Uuid, primary_key=True)
@@ -319,3 +335,42 @@ class AuditLogRow(Base):
     user_agent: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONObjectType)
+    chain_seq: Mapped[int] = mapped_column(BigInteger)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditChainHeadRow(Base):
+    """The last event of each audit stream (organization id, or ``platform``).
+
+    Appending an event updates its stream's row first; the row lock serialises appends
+    to one stream (and only to that stream) until commit.
+    """
+
+    __tablename__ = "audit_chain_heads"
+
+    stream: Mapped[str] = mapped_column(String(36), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditArchiveBatchRow(Base):
+    """The archive ledger: one row per uploaded and verified object; written in the
+    transaction that deletes the events it holds."""
+
+    __tablename__ = "audit_archive_batches"
+    __table_args__ = (
+        PrimaryKeyConstraint("stream", "first_seq", name="pk_audit_archive_batches"),
+        UniqueConstraint("key", name="uq_audit_archive_batches_key"),
+    )
+
+    stream: Mapped[str] = mapped_column(String(36))
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    min_occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    max_occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    key: Mapped[str] = mapped_column(String(512))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    event_count: Mapped[int] = mapped_column(Integer)
+    archived_at: Mapped[datetime] = mapped_column(UTCDateTime)

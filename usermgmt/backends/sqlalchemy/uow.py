@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from usermgmt.backends.sqlalchemy.engine import READ_ONLY_OPTION, build_engine, redact
 from usermgmt.backends.sqlalchemy.errors import raise_translated
 from usermgmt.backends.sqlalchemy.repositories import (
+    SqlAuditArchiveRepository,
     SqlAuditLogRepository,
     SqlInvitationRepository,
     SqlMembershipRepository,
@@ -28,6 +29,7 @@ from usermgmt.backends.sqlalchemy.repositories import (
 )
 from usermgmt.errors import BackendUnavailable
 from usermgmt.ports import (
+    AuditArchiveRepository,
     AuditLogRepository,
     InvitationRepository,
     MembershipRepository,
@@ -80,6 +82,7 @@ class SqlUnitOfWork:
         self.tokens: OneTimeTokenRepository = SqlOneTimeTokenRepository(self)
         self.oauth_accounts: OAuthAccountRepository = SqlOAuthAccountRepository(self)
         self.audit: AuditLogRepository = SqlAuditLogRepository(self)
+        self.audit_archive: AuditArchiveRepository = SqlAuditArchiveRepository(self)
 
     # -- the transaction protocol of the repositories ----------------------------------
 

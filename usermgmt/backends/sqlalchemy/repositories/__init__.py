@@ -2,6 +2,7 @@
 
 from usermgmt.backends.sqlalchemy.repositories._base import SqlRepository, SqlTransaction
 from usermgmt.backends.sqlalchemy.repositories.auth import (
+    SqlAuditArchiveRepository,
     SqlAuditLogRepository,
     SqlOAuthAccountRepository,
     SqlOneTimeTokenRepository,
@@ -19,6 +20,7 @@ from usermgmt.backends.sqlalchemy.repositories.users import (
 )
 
 __all__ = [
+    "SqlAuditArchiveRepository",
     "SqlAuditLogRepository",
     "SqlInvitationRepository",
     "SqlMembershipRepository",

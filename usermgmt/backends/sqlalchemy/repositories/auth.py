@@ -12,20 +12,28 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import RowMapping, func, insert, select, update
+from sqlalchemy import ColumnElement, RowMapping, delete, func, insert, select, update
 
+from usermgmt.audit_chain import GENESIS_HASH, chain_event, organization_of, stream_of
 from usermgmt.backends.sqlalchemy.models import (
+    AuditArchiveBatchRow,
+    AuditChainHeadRow,
     AuditLogRow,
     OAuthAccountRow,
     OneTimeTokenRow,
     SessionRow,
     table_of,
 )
-from usermgmt.backends.sqlalchemy.repositories._base import SqlRepository, entity_values
+from usermgmt.backends.sqlalchemy.repositories._base import (
+    SqlRepository,
+    entity_values,
+    insert_ignore,
+)
 from usermgmt.models import AuditEvent, OAuthAccount, OneTimeToken, Session, TokenPurpose
-from usermgmt.ports import AuditQuery
+from usermgmt.ports import AuditArchiveBatch, AuditChainHead, AuditQuery
 
 __all__ = [
+    "SqlAuditArchiveRepository",
     "SqlAuditLogRepository",
     "SqlOAuthAccountRepository",
     "SqlOneTimeTokenRepository",
@@ -36,6 +44,8 @@ SESSIONS = table_of(SessionRow)
 TOKENS = table_of(OneTimeTokenRow)
 OAUTH_ACCOUNTS = table_of(OAuthAccountRow)
 AUDIT_LOGS = table_of(AuditLogRow)
+AUDIT_HEADS = table_of(AuditChainHeadRow)
+AUDIT_BATCHES = table_of(AuditArchiveBatchRow)
 
 
 def _token(row: RowMapping) -> OneTimeToken:
@@ -208,15 +218,47 @@ class SqlOAuthAccountRepository(SqlRepository):
         )
         return [OAuthAccount(**row) for row in self._tx.execute(statement).mappings()]
 
+    def delete(self, account_id: UUID) -> bool:
+        """Remove the linked account; False if it did not exist."""
+        statement = delete(OAUTH_ACCOUNTS).where(OAUTH_ACCOUNTS.c.id == account_id)
+        return bool(self._tx.execute(statement, write=True).rowcount)
+
 
 class SqlAuditLogRepository(SqlRepository):
     """:class:`~usermgmt.ports.AuditLogRepository` in SQL (append-only)."""
 
     __slots__ = ()
 
-    def add(self, event: AuditEvent) -> None:
-        """Append; raises Conflict for a duplicate id."""
-        self._tx.execute(insert(AUDIT_LOGS).values(entity_values(event, AUDIT_LOGS)), write=True)
+    def add(self, event: AuditEvent) -> AuditEvent:
+        """Append to the stream's chain; raises Conflict for a duplicate id.
+
+        ``UPDATE audit_chain_heads SET seq = seq + 1 ... RETURNING seq, hash`` takes the
+        stream's row lock (held to commit: appends to one stream queue, other streams
+        are not touched) and yields the predecessor's hash; the first event of a stream
+        creates the row with ``INSERT ... ON CONFLICT DO NOTHING``. Three statements per
+        event in the steady state: the head update, the event insert, the head's new hash.
+        """
+        heads = AUDIT_HEADS
+        stream = stream_of(event.organization_id)
+        bump = (
+            update(heads)
+            .where(heads.c.stream == stream)
+            .values(seq=heads.c.seq + 1)
+            .returning(heads.c.seq, heads.c.hash)
+        )
+        row = self._tx.execute(bump, write=True).first()
+        if row is None:
+            create = insert_ignore(self._tx.dialect_name, heads, ["stream"]).values(
+                stream=stream, seq=0, hash=GENESIS_HASH
+            )
+            self._tx.execute(create, write=True)
+            row = self._tx.execute(bump, write=True).one()
+        chained = chain_event(event, int(row.seq), str(row.hash))
+        self._tx.execute(insert(AUDIT_LOGS).values(entity_values(chained, AUDIT_LOGS)), write=True)
+        self._tx.execute(
+            update(heads).where(heads.c.stream == stream).values(hash=chained.hash), write=True
+        )
+        return chained
 
     def list(self, query: AuditQuery, *, limit: int, before: UUID | None) -> list[AuditEvent]:
         """Matching events newest first by id; ``since`` inclusive, ``until`` exclusive."""
@@ -232,8 +274,70 @@ class SqlAuditLogRepository(SqlRepository):
             statement = statement.where(c.action == query.action)
         if query.actor_user_id is not None:
             statement = statement.where(c.actor_user_id == query.actor_user_id)
+        if query.target_type is not None:
+            statement = statement.where(c.target_type == query.target_type)
+        if query.target_id is not None:
+            statement = statement.where(c.target_id == query.target_id)
         if query.since is not None:
             statement = statement.where(c.occurred_at >= query.since)
         if query.until is not None:
             statement = statement.where(c.occurred_at < query.until)
         return [AuditEvent(**row) for row in self._tx.execute(statement).mappings()]
+
+
+def _in_stream(stream: str) -> ColumnElement[bool]:
+    organization_id = organization_of(stream)
+    column = AUDIT_LOGS.c.organization_id
+    return column.is_(None) if organization_id is None else column == organization_id
+
+
+class SqlAuditArchiveRepository(SqlRepository):
+    """:class:`~usermgmt.ports.AuditArchiveRepository` in SQL."""
+
+    __slots__ = ()
+
+    def heads(self, *, after: str | None, limit: int) -> list[AuditChainHead]:
+        statement = select(AUDIT_HEADS).order_by(AUDIT_HEADS.c.stream).limit(max(0, limit))
+        if after is not None:
+            statement = statement.where(AUDIT_HEADS.c.stream > after)
+        return [AuditChainHead(**row) for row in self._tx.execute(statement).mappings()]
+
+    def head(self, stream: str) -> AuditChainHead | None:
+        row = (
+            self._tx.execute(select(AUDIT_HEADS).where(AUDIT_HEADS.c.stream == stream))
+            .mappings()
+            .first()
+        )
+        return None if row is None else AuditChainHead(**row)
+
+    def events(self, stream: str, *, after_seq: int, limit: int) -> list[AuditEvent]:
+        c = AUDIT_LOGS.c
+        statement = (
+            select(AUDIT_LOGS)
+            .where(_in_stream(stream), c.chain_seq > after_seq)
+            .order_by(c.chain_seq)
+            .limit(max(0, limit))
+        )
+        return [AuditEvent(**row) for row in self._tx.execute(statement).mappings()]
+
+    def count_before(self, cutoff: datetime) -> int:
+        statement = select(func.count()).where(AUDIT_LOGS.c.occurred_at < cutoff)
+        return int(self._tx.execute(statement).scalar_one())
+
+    def batches(self, stream: str) -> list[AuditArchiveBatch]:
+        statement = (
+            select(AUDIT_BATCHES)
+            .where(AUDIT_BATCHES.c.stream == stream)
+            .order_by(AUDIT_BATCHES.c.first_seq)
+        )
+        return [AuditArchiveBatch(**row) for row in self._tx.execute(statement).mappings()]
+
+    def record_batch(self, batch: AuditArchiveBatch) -> int:
+        self._tx.execute(
+            insert(AUDIT_BATCHES).values(entity_values(batch, AUDIT_BATCHES)), write=True
+        )
+        c = AUDIT_LOGS.c
+        doomed = delete(AUDIT_LOGS).where(
+            _in_stream(batch.stream), c.chain_seq >= batch.first_seq, c.chain_seq <= batch.last_seq
+        )
+        return int(self._tx.execute(doomed, write=True).rowcount)

@@ -1,0 +1,177 @@
+"""The audit hash chain: canonical form of an event and the hashes that link events.
+
+Each organization's events form one chain (its *stream* is the organization id as
+text); events without an organization form the ``platform`` stream. Event ``n`` of a
+stream stores ``chain_seq = n`` (1, 2, 3, ... without gaps), ``prev_hash`` (the hash of
+event ``n - 1``, or :data:`GENESIS_HASH` for the first) and ``hash``: the SHA-256 (hex)
+of the event's :func:`canonical_json` without ``hash``. The repositories assign these
+when an event is appended, serialised per stream by a chain-head row; nobody else
+computes them.
+
+Modifying an event changes its hash; deleting one leaves a gap in ``chain_seq`` and a
+``prev_hash`` that no longer matches; reordering changes ``chain_seq`` values, which are
+hashed too. :func:`check_event` is the single check ``usermgmt audit verify`` applies
+to every event, in the database and in the archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from usermgmt.models import AuditEvent
+
+__all__ = [
+    "CHAIN_VERSION",
+    "GENESIS_HASH",
+    "PLATFORM_STREAM",
+    "canonical_json",
+    "chain_event",
+    "check_and_encode",
+    "check_event",
+    "encode_event",
+    "event_from_record",
+    "event_hash",
+    "event_record",
+    "organization_of",
+    "stream_of",
+]
+
+#: The stream of events that belong to no organization.
+PLATFORM_STREAM = "platform"
+#: ``prev_hash`` of the first event of every stream.
+GENESIS_HASH = "0" * 64
+#: Version of the canonical form (part of every hashed record).
+CHAIN_VERSION = 1
+
+
+def stream_of(organization_id: UUID | None) -> str:
+    """The chain an event with this organization belongs to."""
+    return PLATFORM_STREAM if organization_id is None else str(organization_id)
+
+
+def organization_of(stream: str) -> UUID | None:
+    """The organization id of a stream (None for the platform stream);
+    ValueError for anything else."""
+    return None if stream == PLATFORM_STREAM else UUID(stream)
+
+
+def _time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_record(event: AuditEvent) -> dict[str, Any]:
+    """The canonical record of a chained event: what is hashed (everything but
+    ``hash``) plus ``hash``; also one line of an archive object."""
+    return {
+        "v": CHAIN_VERSION,
+        "stream": stream_of(event.organization_id),
+        "seq": event.chain_seq,
+        "id": str(event.id),
+        "occurred_at": _time(event.occurred_at),
+        "action": event.action,
+        "actor_user_id": None if event.actor_user_id is None else str(event.actor_user_id),
+        "organization_id": None if event.organization_id is None else str(event.organization_id),
+        "outcome": event.outcome,
+        "target_type": event.target_type,
+        "target_id": event.target_id,
+        "ip": event.ip,
+        "user_agent": event.user_agent,
+        "request_id": event.request_id,
+        "metadata": event.metadata,
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
+    }
+
+
+def canonical_json(record: dict[str, Any]) -> str:
+    """Sorted keys, no whitespace, UTF-8 text: the same bytes for the same record."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_event(event: AuditEvent) -> tuple[str, str]:
+    """``(line, computed_hash)``: the canonical JSON of the record *with* the stored
+    ``hash`` (an archive line) and the SHA-256 of the canonical JSON *without* it, from
+    one serialisation. With sorted keys ``"hash"`` is always followed by ``"id"``, and
+    ``"hash":`` cannot occur inside an encoded string value, so dropping its first
+    occurrence (and the comma) yields exactly the canonical form without ``hash``."""
+    record = event_record(event)
+    line = canonical_json(record)
+    segment = '"hash":' + json.dumps(record["hash"], ensure_ascii=False) + ","
+    bare = line.replace(segment, "", 1)
+    return line, hashlib.sha256(bare.encode()).hexdigest()
+
+
+def event_hash(event: AuditEvent) -> str:
+    """SHA-256 (hex) of the canonical record without ``hash``."""
+    return encode_event(event)[1]
+
+
+def chain_event(event: AuditEvent, seq: int, prev_hash: str) -> AuditEvent:
+    """``event`` as number ``seq`` of its stream, after the event hashed ``prev_hash``."""
+    linked = replace(event, chain_seq=seq, prev_hash=prev_hash, hash=None)
+    return replace(linked, hash=event_hash(linked))
+
+
+def event_from_record(record: dict[str, Any]) -> AuditEvent:
+    """The event of an archive line; ValueError / KeyError / TypeError if malformed."""
+
+    def uuid_or_none(value: Any) -> UUID | None:
+        return None if value is None else UUID(str(value))
+
+    occurred = datetime.strptime(str(record["occurred_at"]), "%Y-%m-%dT%H:%M:%S.%fZ")
+    metadata = record["metadata"]
+    if not isinstance(metadata, dict):
+        raise TypeError("metadata is not an object")
+    return AuditEvent(
+        id=UUID(str(record["id"])),
+        occurred_at=occurred.replace(tzinfo=UTC),
+        action=str(record["action"]),
+        actor_user_id=uuid_or_none(record["actor_user_id"]),
+        organization_id=uuid_or_none(record["organization_id"]),
+        outcome=str(record["outcome"]),
+        target_type=record["target_type"],
+        target_id=record["target_id"],
+        ip=record["ip"],
+        user_agent=record["user_agent"],
+        request_id=record["request_id"],
+        metadata=metadata,
+        chain_seq=int(record["seq"]),
+        prev_hash=record["prev_hash"],
+        hash=record["hash"],
+    )
+
+
+def check_event(event: AuditEvent, *, stream: str, seq: int, prev_hash: str | None) -> str | None:
+    """Why ``event`` is not number ``seq`` of ``stream`` following ``prev_hash``
+    (None: it is). ``prev_hash`` None skips the link check (after a missing object)."""
+    return check_and_encode(event, stream=stream, seq=seq, prev_hash=prev_hash)[0]
+
+
+def check_and_encode(
+    event: AuditEvent, *, stream: str, seq: int, prev_hash: str | None
+) -> tuple[str | None, str]:
+    """:func:`check_event`'s verdict and the event's archive line, from one serialisation."""
+    line, computed = encode_event(event)
+    where = f"stream {stream} seq {seq}"
+    own = PLATFORM_STREAM if event.organization_id is None else str(event.organization_id)
+    if own != stream:
+        return f"{where}: event {event.id} belongs to stream {own}", line
+    if event.chain_seq != seq:
+        found = event.chain_seq
+        if isinstance(found, int) and found > seq:
+            missing = f"{seq}" if found == seq + 1 else f"{seq}..{found - 1}"
+            return (
+                f"{where}: missing (seq {missing} deleted or moved); "
+                f"next is seq {found} ({event.id})"
+            ), line
+        return f"{where}: out of order, found seq {found} ({event.id})", line
+    if event.hash != computed:
+        return f"{where}: event {event.id} was modified (hash does not match its content)", line
+    if prev_hash is not None and event.prev_hash != prev_hash:
+        return f"{where}: chain broken at event {event.id} (prev_hash does not match)", line
+    return None, line

@@ -1,0 +1,449 @@
+"""Audit archival, verification and export (``usermgmt audit archive|verify|export``).
+
+**Archive** (SECURITY.md F10: copy → verify → delete). Each stream (organization, or
+``platform``) is archived as a prefix of its hash chain: events in ``chain_seq`` order,
+up to the first one younger than ``AUDIT_ARCHIVE_AFTER_DAYS``. They are read in pages of
+:data:`PAGE_SIZE` (keyset on ``chain_seq``, one short read transaction per page) and
+cut into batches of at most ``batch_size`` events of one UTC day. A batch becomes one
+gzip JSON Lines object (one :func:`~usermgmt.audit_chain.event_record` per line,
+byte-for-byte deterministic) under :func:`archive_key`. It is uploaded with its SHA-256,
+read back with ``head`` (size and SHA-256 must match), and only then are the ledger row
+and the deletion of exactly those rows committed in one transaction. Any failure leaves
+the rows in place; a re-run rebuilds the same bytes under the same key (the upload is
+then a no-op) and carries on. Different bytes under an existing key are refused.
+
+**Verify** checks each chain across the archive (the ledger, the object checksums and
+every archived event) and the database, against the chain head, and reports the first
+break of each stream.
+
+**Export** streams a stream's events from the archive and the database, in chain order.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from usermgmt.audit_chain import (
+    GENESIS_HASH,
+    check_and_encode,
+    check_event,
+    event_from_record,
+    event_record,
+)
+from usermgmt.errors import BlobExists, BlobIntegrityError, Conflict, UserMgmtError
+from usermgmt.models import AuditEvent
+from usermgmt.ports import (
+    AuditArchiveBatch,
+    AuditChainHead,
+    BlobStorage,
+    Clock,
+    UnitOfWorkFactory,
+)
+
+__all__ = [
+    "AUDIT_ARCHIVE_TASK",
+    "ArchiveReport",
+    "AuditArchiver",
+    "VerifyReport",
+    "archive_key",
+]
+
+logger = logging.getLogger("usermgmt.audit")
+
+#: The queue task (payload ``{}``) that runs :meth:`AuditArchiver.archive`.
+AUDIT_ARCHIVE_TASK = "audit.archive"
+#: Events per archive object, at most.
+DEFAULT_BATCH_SIZE = 50_000
+#: Events read per database round trip.
+PAGE_SIZE = 1_000
+#: Chain heads read per round trip.
+HEADS_PAGE = 500
+CONTENT_TYPE = "application/gzip"
+#: ArchiveReport.keys lists at most this many keys (memory stays bounded).
+MAX_REPORTED_KEYS = 1_000
+
+Progress = Callable[[int, int], None]
+
+
+def archive_key(stream: str, day: date, first_seq: int, last_seq: int) -> str:
+    """``audit/{stream}/{YYYY-MM-DD}/{first_seq:012d}-{last_seq:012d}.jsonl.gz``."""
+    return f"audit/{stream}/{day.isoformat()}/{first_seq:012d}-{last_seq:012d}.jsonl.gz"
+
+
+@dataclass
+class ArchiveReport:
+    """What :meth:`AuditArchiver.archive` did (or, with ``dry_run``, would do); ``keys``
+    holds the first :data:`MAX_REPORTED_KEYS` object keys."""
+
+    cutoff: datetime
+    dry_run: bool = False
+    batches: int = 0
+    events: int = 0
+    keys: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class VerifyReport:
+    """What :meth:`AuditArchiver.verify` found: one line per broken stream."""
+
+    streams: int = 0
+    archived_events: int = 0
+    database_events: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class _Batch:
+    """One archive object being built: gzip JSON Lines written as events arrive."""
+
+    def __init__(self, stream: str, day: date) -> None:
+        self.stream = stream
+        self.day = day
+        self.count = 0
+        self.first_seq = self.last_seq = 0
+        self.min_at: datetime | None = None
+        self.max_at: datetime | None = None
+        self._buffer = io.BytesIO()
+        # mtime=0 and no file name: the same events always give the same bytes.
+        self._gzip = gzip.GzipFile(fileobj=self._buffer, mode="wb", mtime=0, compresslevel=6)
+
+    def add(self, event: AuditEvent, line: str) -> None:
+        """Append ``event``, whose canonical line (:func:`encode_event`) is ``line``."""
+        seq = int(event.chain_seq or 0)
+        if self.count == 0:
+            self.first_seq = seq
+        self.last_seq = seq
+        self.count += 1
+        at = event.occurred_at
+        self.min_at = at if self.min_at is None or at < self.min_at else self.min_at
+        self.max_at = at if self.max_at is None or at > self.max_at else self.max_at
+        self._gzip.write(line.encode() + b"\n")
+
+    @property
+    def key(self) -> str:
+        return archive_key(self.stream, self.day, self.first_seq, self.last_seq)
+
+    def finish(self) -> bytes:
+        self._gzip.close()
+        return self._buffer.getvalue()
+
+
+def _line_event(line: str) -> AuditEvent:
+    record = json.loads(line)
+    if not isinstance(record, dict):
+        raise TypeError("not an object")
+    return event_from_record(record)
+
+
+def read_archive_object(data: bytes) -> Iterator[AuditEvent]:
+    """The events of an archive object; ValueError if it is not one."""
+    try:
+        text = gzip.decompress(data).decode()
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a gzip JSON Lines object: {exc}") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            event = _line_event(line)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"line {number} is not an audit event ({exc})") from None
+        yield event
+
+
+class AuditArchiver:
+    """Archive, verify and export the audit trail (see the module docstring).
+
+    Thread-safe and stateless between calls; several archivers may run at once (the
+    ledger's primary key lets exactly one record a batch).
+    """
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        storage: BlobStorage,
+        clock: Clock,
+        *,
+        after_days: int,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        if batch_size < 1 or page_size < 1:
+            raise ValueError("batch_size and page_size must be positive")
+        self._uow = uow
+        self.storage = storage
+        self._clock = clock
+        self.after_days = after_days
+        self.batch_size = batch_size
+        self.page_size = page_size
+
+    # --- reading ---------------------------------------------------------------------
+
+    def _heads(self, stream: str | None) -> Iterator[AuditChainHead]:
+        if stream is not None:
+            with self._uow(read_only=True) as uow:
+                head = uow.audit_archive.head(stream)
+            if head is not None:
+                yield head
+            return
+        after: str | None = None
+        while True:
+            with self._uow(read_only=True) as uow:
+                page = uow.audit_archive.heads(after=after, limit=HEADS_PAGE)
+            yield from page
+            if len(page) < HEADS_PAGE:
+                return
+            after = page[-1].stream
+
+    def _db_events(self, stream: str, after_seq: int) -> Iterator[AuditEvent]:
+        """Events of ``stream`` in the database after ``after_seq``, page by page."""
+        while True:
+            with self._uow(read_only=True) as uow:
+                page = uow.audit_archive.events(stream, after_seq=after_seq, limit=self.page_size)
+            yield from page
+            if len(page) < self.page_size:
+                return
+            after_seq = int(page[-1].chain_seq or after_seq)
+
+    def _batches(self, stream: str) -> list[AuditArchiveBatch]:
+        with self._uow(read_only=True) as uow:
+            return uow.audit_archive.batches(stream)
+
+    # --- archive -----------------------------------------------------------------------
+
+    def archive(self, *, dry_run: bool = False, progress: Progress | None = None) -> ArchiveReport:
+        """Archive every event older than ``after_days``; see the module docstring.
+
+        Failures of one stream (storage down, checksum mismatch, a different object
+        under the key, a broken chain) are logged and listed in ``problems``; that
+        stream keeps its rows and the others go on. Other exceptions propagate (the
+        rows of the batch in flight are kept).
+        """
+        cutoff = self._clock.now() - timedelta(days=self.after_days)
+        report = ArchiveReport(cutoff=cutoff, dry_run=dry_run)
+        total = 0
+        if progress is not None:
+            with self._uow(read_only=True) as uow:
+                total = uow.audit_archive.count_before(cutoff)
+            progress(0, total)
+        for head in self._heads(None):
+            try:
+                self._archive_stream(head.stream, cutoff, report, dry_run, progress, total)
+            except UserMgmtError as exc:
+                problem = f"stream {head.stream}: archival stopped: {exc.detail}"
+                logger.error("audit archive: %s", problem)
+                report.problems.append(problem)
+        return report
+
+    def _archive_stream(
+        self,
+        stream: str,
+        cutoff: datetime,
+        report: ArchiveReport,
+        dry_run: bool,
+        progress: Progress | None,
+        total: int,
+    ) -> None:
+        ledger = self._batches(stream)
+        after_seq = ledger[-1].last_seq if ledger else 0
+        expected = after_seq + 1
+        prev: str | None = None if ledger else GENESIS_HASH
+        batch: _Batch | None = None
+        for event in self._db_events(stream, after_seq):
+            if event.occurred_at >= cutoff:
+                break
+            problem, line = check_and_encode(event, stream=stream, seq=expected, prev_hash=prev)
+            if problem is not None:
+                ledger_now = self._batches(stream)
+                if ledger_now and ledger_now[-1].last_seq > after_seq:
+                    raise Conflict("archived meanwhile by another archiver run; skipped")
+                raise Conflict(f"broken chain, not archived: {problem}")
+            expected, prev = expected + 1, event.hash
+            day = event.occurred_at.date()
+            if batch is not None and (batch.day != day or batch.count >= self.batch_size):
+                self._flush(batch, report, dry_run, progress, total)
+                batch = None
+            if batch is None:
+                batch = _Batch(stream, day)
+            batch.add(event, line)
+        if batch is not None:
+            self._flush(batch, report, dry_run, progress, total)
+
+    def _flush(
+        self,
+        batch: _Batch,
+        report: ArchiveReport,
+        dry_run: bool,
+        progress: Progress | None,
+        total: int,
+    ) -> None:
+        data = batch.finish()
+        key = batch.key
+        if batch.min_at is None or batch.max_at is None:  # pragma: no cover - never empty
+            return
+        if not dry_run:
+            self._store(key, data)
+            ledger_row = AuditArchiveBatch(
+                stream=batch.stream,
+                first_seq=batch.first_seq,
+                last_seq=batch.last_seq,
+                min_occurred_at=batch.min_at,
+                max_occurred_at=batch.max_at,
+                key=key,
+                size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+                event_count=batch.count,
+                archived_at=self._clock.now(),
+            )
+            with self._uow() as uow:
+                try:
+                    deleted = uow.audit_archive.record_batch(ledger_row)
+                except Conflict:
+                    raise Conflict(
+                        f"{key}: recorded already (another archiver run?); nothing deleted"
+                    ) from None
+                if deleted != batch.count:
+                    uow.rollback()
+                    raise Conflict(
+                        f"{key}: expected to delete {batch.count} events, found {deleted}; "
+                        "nothing deleted"
+                    )
+                uow.commit()
+            logger.info("audit archive: %s (%d events)", key, batch.count)
+        report.batches += 1
+        report.events += batch.count
+        if len(report.keys) < MAX_REPORTED_KEYS:
+            report.keys.append(key)
+        if progress is not None:
+            progress(report.events, total)
+
+    def _store(self, key: str, data: bytes) -> None:
+        """Upload with the checksum, then confirm size and checksum of what is stored."""
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            self.storage.put(key, data, content_type=CONTENT_TYPE, checksum_sha256=digest)
+        except BlobExists:
+            raise BlobExists(
+                f"{key} exists with different content; refusing to archive over it "
+                "(inspect the object and the ledger)"
+            ) from None
+        info = self.storage.head(key)
+        if info is None:
+            raise BlobIntegrityError(f"{key}: not found right after the upload")
+        if info.size != len(data) or info.sha256 != digest:
+            raise BlobIntegrityError(
+                f"{key}: stored object does not match the upload (size {info.size} vs "
+                f"{len(data)}, sha256 {info.sha256[:12]}… vs {digest[:12]}…)"
+            )
+
+    # --- verify ------------------------------------------------------------------------
+
+    def verify(self, *, stream: str | None = None) -> VerifyReport:
+        """Check the chains (all, or one ``stream``); the first break of each is a problem."""
+        report = VerifyReport()
+        for head in self._heads(stream):
+            report.streams += 1
+            problem = self._verify_stream(head, report)
+            if problem is not None:
+                report.problems.append(problem)
+        return report
+
+    def _verify_stream(self, head: AuditChainHead, report: VerifyReport) -> str | None:
+        stream = head.stream
+        expected, prev = 1, GENESIS_HASH
+        for batch in self._batches(stream):
+            where = f"stream {stream} archive {batch.key}"
+            if batch.first_seq != expected:
+                return f"{where}: ledger starts at seq {batch.first_seq}, expected {expected}"
+            info = self.storage.head(batch.key)
+            if info is None:
+                return f"{where}: object missing (seq {batch.first_seq}..{batch.last_seq})"
+            try:
+                data = self.storage.get(batch.key)
+                events = list(read_archive_object(data))
+            except (UserMgmtError, ValueError) as exc:
+                return f"{where}: unreadable ({exc})"
+            for event in events:
+                problem = check_event(event, stream=stream, seq=expected, prev_hash=prev)
+                if problem is not None:
+                    return f"{problem} [in {batch.key}]"
+                expected, prev = expected + 1, str(event.hash)
+                report.archived_events += 1
+            if info.sha256 != batch.sha256 or info.size != batch.size:
+                return f"{where}: object changed since archival (checksum differs from ledger)"
+            if expected - 1 != batch.last_seq:
+                return f"{where}: holds seq {batch.first_seq}..{expected - 1}, ledger says ..{batch.last_seq}"
+        for event in self._db_events(stream, expected - 1):
+            problem = check_event(event, stream=stream, seq=expected, prev_hash=prev)
+            if problem is not None:
+                return problem
+            expected, prev = expected + 1, str(event.hash)
+            report.database_events += 1
+        last = expected - 1
+        if head.seq != last:
+            return (
+                f"stream {stream}: chain ends at seq {last} but its head says {head.seq} "
+                f"(event(s) {last + 1}..{head.seq} missing)"
+            )
+        if head.hash != prev:
+            return f"stream {stream} seq {last}: last event does not match the chain head"
+        return None
+
+    # --- export -------------------------------------------------------------------------
+
+    def export(
+        self,
+        stream: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Canonical records of ``stream`` with ``since <= occurred_at < until``, from the
+        archive then the database, in chain order. Memory: one archive object at a time."""
+
+        def wanted(event: AuditEvent) -> bool:
+            return (since is None or event.occurred_at >= since) and (
+                until is None or event.occurred_at < until
+            )
+
+        after_seq = 0
+        reread_at: int | None = None  # a gap already re-checked against the ledger
+        while True:
+            for batch in [b for b in self._batches(stream) if b.last_seq > after_seq]:
+                if (since is not None and batch.max_occurred_at < since) or (
+                    until is not None and batch.min_occurred_at >= until
+                ):
+                    after_seq = batch.last_seq
+                    continue
+                for event in read_archive_object(self.storage.get(batch.key)):
+                    seq = int(event.chain_seq or 0)
+                    if seq <= after_seq:
+                        continue  # exported from the database before it was archived
+                    after_seq = seq
+                    if wanted(event):
+                        yield event_record(event)
+            gap = False
+            for event in self._db_events(stream, after_seq):
+                seq = int(event.chain_seq or 0)
+                if seq != after_seq + 1 and reread_at != after_seq:
+                    reread_at, gap = after_seq, True  # archived meanwhile? re-read the ledger
+                    break
+                after_seq = seq
+                if wanted(event):
+                    yield event_record(event)
+            if not gap:
+                return
