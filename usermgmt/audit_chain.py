@@ -60,22 +60,30 @@ def organization_of(stream: str) -> UUID | None:
     return None if stream == PLATFORM_STREAM else UUID(stream)
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_HEX = frozenset("0123456789abcdef")
+
+
 def _time(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (always microseconds) in UTC."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def event_record(event: AuditEvent) -> dict[str, Any]:
     """The canonical record of a chained event: what is hashed (everything but
     ``hash``) plus ``hash``; also one line of an archive object."""
+    organization_id = None if event.organization_id is None else str(event.organization_id)
     return {
         "v": CHAIN_VERSION,
-        "stream": stream_of(event.organization_id),
+        "stream": PLATFORM_STREAM if organization_id is None else organization_id,
         "seq": event.chain_seq,
         "id": str(event.id),
         "occurred_at": _time(event.occurred_at),
         "action": event.action,
         "actor_user_id": None if event.actor_user_id is None else str(event.actor_user_id),
-        "organization_id": None if event.organization_id is None else str(event.organization_id),
+        "organization_id": organization_id,
         "outcome": event.outcome,
         "target_type": event.target_type,
         "target_id": event.target_id,
@@ -90,7 +98,7 @@ def event_record(event: AuditEvent) -> dict[str, Any]:
 
 def canonical_json(record: dict[str, Any]) -> str:
     """Sorted keys, no whitespace, UTF-8 text: the same bytes for the same record."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(record)
 
 
 def encode_event(event: AuditEvent) -> tuple[str, str]:
@@ -99,11 +107,22 @@ def encode_event(event: AuditEvent) -> tuple[str, str]:
     one serialisation. With sorted keys ``"hash"`` is always followed by ``"id"``, and
     ``"hash":`` cannot occur inside an encoded string value, so dropping its first
     occurrence (and the comma) yields exactly the canonical form without ``hash``."""
+    line, _stream = _encode(event)
+    return line, _bare_hash(line, event.hash)
+
+
+def _encode(event: AuditEvent) -> tuple[str, str]:
     record = event_record(event)
-    line = canonical_json(record)
-    segment = '"hash":' + json.dumps(record["hash"], ensure_ascii=False) + ","
+    return _ENCODER.encode(record), record["stream"]
+
+
+def _bare_hash(line: str, stored: str | None) -> str:
+    if stored is not None and len(stored) == 64 and _HEX.issuperset(stored):
+        segment = f'"hash":"{stored}",'  # what the encoder writes for a hex string
+    else:
+        segment = '"hash":' + _ENCODER.encode(stored) + ","
     bare = line.replace(segment, "", 1)
-    return line, hashlib.sha256(bare.encode()).hexdigest()
+    return hashlib.sha256(bare.encode()).hexdigest()
 
 
 def event_hash(event: AuditEvent) -> str:
@@ -156,9 +175,9 @@ def check_and_encode(
     event: AuditEvent, *, stream: str, seq: int, prev_hash: str | None
 ) -> tuple[str | None, str]:
     """:func:`check_event`'s verdict and the event's archive line, from one serialisation."""
-    line, computed = encode_event(event)
+    line, own = _encode(event)
+    computed = _bare_hash(line, event.hash)
     where = f"stream {stream} seq {seq}"
-    own = PLATFORM_STREAM if event.organization_id is None else str(event.organization_id)
     if own != stream:
         return f"{where}: event {event.id} belongs to stream {own}", line
     if event.chain_seq != seq:

@@ -3,16 +3,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
+import json
 import threading
 from datetime import timedelta
 
 import pytest
 
 from tests.audit.conftest import T0, Tamper, append, archiver, hours
-from usermgmt.audit_chain import GENESIS_HASH, PLATFORM_STREAM, event_hash
+from usermgmt.audit_chain import (
+    GENESIS_HASH,
+    PLATFORM_STREAM,
+    chain_event,
+    encode_event,
+    event_hash,
+    event_record,
+)
 from usermgmt.backends.sqlalchemy import SqlUnitOfWorkFactory
 from usermgmt.ids import new_id
+from usermgmt.models import AuditEvent
 from usermgmt.ports import UnitOfWorkFactory
 from usermgmt.testing.contracts import make_audit_event, transact
 
@@ -139,3 +150,37 @@ def test_concurrent_appends_to_one_stream_keep_one_chain(uow_factory: UnitOfWork
     report = archiver(uow_factory)[0].verify()
     assert report.problems == []
     assert report.database_events == 2 * total
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {},
+        {"hash": "x", "note": '"hash":"' + "a" * 64 + '",'},
+        {"nested": {"hash": None, "list": [1, 2.5, True, None]}, "ünï": '✓ \n " \\'},
+    ],
+)
+@pytest.mark.parametrize("action", ["user.login", '"hash":"0",', 'a\\"hash\\":'])
+def test_one_pass_encoding_equals_the_definition(metadata: dict, action: str) -> None:
+    """encode_event drops the hash from the serialised line instead of serialising twice;
+    whatever the content, the result is the SHA-256 of the canonical form without hash."""
+    event = chain_event(
+        AuditEvent(
+            id=new_id(),
+            occurred_at=T0 + timedelta(hours=5, microseconds=7),
+            action=action,
+            organization_id=new_id(),
+            metadata=metadata,
+        ),
+        7,
+        "f" * 64,
+    )
+    record = event_record(event)
+    line, computed = encode_event(event)
+    assert json.loads(line) == record
+    del record["hash"]
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert computed == hashlib.sha256(canonical.encode()).hexdigest() == event.hash
+    assert record["occurred_at"] == "2026-01-01T05:00:00.000007Z"
+    tampered = dataclasses.replace(event, hash="nope")  # a stored hash that is not hex
+    assert encode_event(tampered)[1] == event.hash

@@ -4,6 +4,7 @@ delete or overwrite what was archived."""
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,6 +62,13 @@ def test_backlog_is_archived_to_an_object_lock_bucket(
         s3_storage.put(key, b"forged")
     assert s3_storage.head(key) is not None
     assert arch.verify().problems == []
+    # a raw PUT over the key only adds a version (the locked original stays), and
+    # verify notices that the current version is not what the ledger recorded
+    client.put_object(Bucket=moto_s3.bucket, Key=key, Body=gzip.compress(b"{}\n"))
+    versions = client.list_object_versions(Bucket=moto_s3.bucket, Prefix=key)["Versions"]
+    assert version["VersionId"] in {v["VersionId"] for v in versions if v["Key"] == key}
+    (problem,) = arch.verify().problems
+    assert key in problem
 
 
 @pytest.mark.parametrize("fault", ["upload-fails", "corrupted-in-transit", "crash-after-upload"])

@@ -52,9 +52,7 @@ def test_signup_and_login_with_oidc_provider_mock(
     assert oauth.me(tokens2["access_token"])["id"] == me["id"]
 
 
-def test_authorize_url_pkce_s256_and_constant_redirect_uri(
-    oauth: OAuthApp, provider: TestProvider
-) -> None:
+def test_oauth_pkce_s256_and_constant_redirect_uri(oauth: OAuthApp, provider: TestProvider) -> None:
     """SEC-OA-02 and SEC-OA-08: S256 challenge, verifier sent at the token endpoint,
     redirect_uri from configuration even with a hostile Host header."""
     browser = oauth.browser()

@@ -261,6 +261,16 @@ def test_oauth_discovery_with_another_issuer_is_refused(
     _problem(oauth.browser().get("/auth/oauth/test/authorize"), 503, "oauth_provider_unavailable")
 
 
+def test_oauth_wrong_client_secret_is_503_not_the_users_fault(
+    oauth_factory: Callable[..., OAuthApp], provider: TestProvider
+) -> None:
+    entry = {**provider.settings_entry(), "client_secret": "not-the-secret"}
+    oauth = oauth_factory(oidc_providers=[entry])
+    _problem(oauth.sign_in(provider), 503, "oauth_provider_unavailable")
+    assert provider.token_requests[-1]["authorization"] is not None  # client_secret_basic
+    _no_sign_in(oauth)
+
+
 def test_oauth_token_endpoint_5xx_is_503(oauth: OAuthApp, provider: TestProvider) -> None:
     provider.misbehave = "token_500"
     _problem(oauth.sign_in(provider), 503, "oauth_provider_unavailable")

@@ -336,7 +336,18 @@ class OIDCProvider:
         )
         if status != 200:
             error = body.get("error")
-            logger.info("OIDC provider %s refused the code (%s)", self.name, error)
+            if error in ("invalid_client", "unauthorized_client") or status == 401:
+                # our registration is wrong, not the user's attempt: an operator must act
+                logger.error(
+                    "OIDC provider %s refused our client credentials (%s): check the "
+                    "client id and secret",
+                    self.name,
+                    safe_error_code(error),
+                )
+                raise OAuthProviderUnavailable(
+                    f"Sign-in with {self.name!r} is misconfigured; try again later."
+                )
+            logger.info("OIDC provider %s refused the code (%s)", self.name, safe_error_code(error))
             raise OAuthProviderError(
                 f"The sign-in provider refused the request ({safe_error_code(error)})."
             )

@@ -55,7 +55,9 @@ def _set_cookie(response: Response, start: AuthorizationStart) -> None:
 
 def oauth_router() -> APIRouter:
     """The OAuth routes (a new router on each call)."""
-    router = APIRouter(tags=["oauth"], dependencies=[Depends(no_store)], responses=problems(429))
+    router = APIRouter(
+        tags=["oauth"], dependencies=[Depends(no_store)], responses=problems(422, 429)
+    )
 
     @router.get(
         "/auth/oauth/providers",

@@ -18,6 +18,8 @@ with ``pip install "usermgmt[rq]"``).
 
 from __future__ import annotations
 
+from usermgmt.services.archive import AUDIT_ARCHIVE_TASK
+
 __all__ = [
     "AUDIT_ARCHIVE_QUEUE",
     "AUDIT_ARCHIVE_TASK",
@@ -31,7 +33,3 @@ EMAIL_QUEUE = "email"
 AUDIT_ARCHIVE_QUEUE = "audit-archive"
 #: Every queue usermgmt uses, in the order ``usermgmt worker all`` serves them.
 QUEUES = (EMAIL_QUEUE, AUDIT_ARCHIVE_QUEUE)
-
-#: The task name of the daily audit archive (its body is registered by the application;
-#: the same name as ``usermgmt.services.archive.AUDIT_ARCHIVE_TASK``).
-AUDIT_ARCHIVE_TASK = "audit.archive"

@@ -120,7 +120,11 @@ class Scheduler:
     def run_forever(self) -> None:
         """Check until :meth:`stop` (or SIGTERM/SIGINT when installed); Redis errors are
         logged and retried at the next check."""
-        logger.info("scheduler %s: the audit archive runs daily at %s UTC", self.owner, self.at)
+        logger.info(
+            "scheduler %s: the audit archive runs daily at %s UTC",
+            self.owner,
+            self.at.strftime("%H:%M"),
+        )
         while not self.stop_event.is_set():
             day = self.due_day()
             if day is not None:

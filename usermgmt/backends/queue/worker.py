@@ -25,6 +25,8 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -129,6 +131,18 @@ def run_worker(
     from usermgmt.observability import metrics
     from usermgmt.observability.logging import configure_logging
 
+    # A SIGTERM before RQ installs its handlers (while the application is built) must
+    # still stop the worker gracefully, not kill it.
+    early_stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, frame: early_stop.set())
+
+    class Worker(SimpleWorker):
+        def _install_signal_handlers(self) -> None:
+            super()._install_signal_handlers()  # type: ignore[no-untyped-call]
+            if early_stop.is_set():
+                self._stop_requested = True  # the work loop stops before taking a job
+
     names = queue_names(which)
     url = queue_url(settings)
     description = f"the queue Redis at {redact(url)}"
@@ -159,7 +173,7 @@ def run_worker(
         elif metrics_port is not None:
             raise ConfigurationError("--metrics-port needs prometheus-client (usermgmt[metrics])")
 
-        worker = SimpleWorker(
+        worker = Worker(
             names,
             connection=client,
             serializer=JSONSerializer,
