@@ -28,13 +28,14 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from usermgmt.audit_chain import (
     GENESIS_HASH,
     check_and_encode,
     check_event,
+    encode_parts,
     event_from_record,
     event_record,
 )
@@ -63,7 +64,12 @@ AUDIT_ARCHIVE_TASK = "audit.archive"
 #: Events per archive object, at most.
 DEFAULT_BATCH_SIZE = 50_000
 #: Events read per database round trip.
-PAGE_SIZE = 1_000
+PAGE_SIZE = 5_000
+#: gzip level of archive objects: level 3 is about twice as fast as the default 6 for
+#: some 10 % larger objects (JSON Lines of audit events compress about 5:1 either way).
+COMPRESS_LEVEL = 3
+#: Lines handed to the compressor at once.
+WRITE_BLOCK = 1_000
 #: Chain heads read per round trip.
 HEADS_PAGE = 500
 CONTENT_TYPE = "application/gzip"
@@ -109,39 +115,69 @@ class VerifyReport:
         return not self.problems
 
 
-class _Batch:
-    """One archive object being built: gzip JSON Lines written as events arrive."""
+def _utc_day(at: datetime) -> date:
+    return (at if at.tzinfo is UTC else at.astimezone(UTC)).date()
 
-    def __init__(self, stream: str, day: date) -> None:
+
+class _Batch:
+    """One archive object being built: gzip JSON Lines written as events arrive, in
+    blocks of :data:`WRITE_BLOCK` lines. ``content_sha256`` is the SHA-256 of the
+    uncompressed lines (to recognise the same content compressed differently)."""
+
+    def __init__(self, stream: str, first: AuditEvent) -> None:
         self.stream = stream
-        self.day = day
+        self.day = _utc_day(first.occurred_at)
+        #: The batch's UTC day is [day_start, day_end).
+        self.day_start = datetime.combine(self.day, time(), UTC)
+        self.day_end = self.day_start + timedelta(days=1)
         self.count = 0
-        self.first_seq = self.last_seq = 0
-        self.min_at: datetime | None = None
-        self.max_at: datetime | None = None
+        self.first_seq = self.last_seq = int(first.chain_seq or 0)
+        self.min_at = self.max_at = first.occurred_at
+        self._lines: list[str] = []
+        self._content = hashlib.sha256()
         self._buffer = io.BytesIO()
         # mtime=0 and no file name: the same events always give the same bytes.
-        self._gzip = gzip.GzipFile(fileobj=self._buffer, mode="wb", mtime=0, compresslevel=6)
+        self._gzip = gzip.GzipFile(
+            fileobj=self._buffer, mode="wb", mtime=0, compresslevel=COMPRESS_LEVEL
+        )
 
-    def add(self, event: AuditEvent, line: str) -> None:
-        """Append ``event``, whose canonical line (:func:`encode_event`) is ``line``."""
-        seq = int(event.chain_seq or 0)
-        if self.count == 0:
-            self.first_seq = seq
+    def fits(self, at: datetime, batch_size: int) -> bool:
+        """Whether an event at ``at`` belongs in this batch (same UTC day, room left)."""
+        return self.count < batch_size and self.day_start <= at < self.day_end
+
+    def add(self, seq: int, at: datetime, line: str) -> None:
+        """Append event ``seq`` (at ``at``) whose canonical line is ``line``."""
         self.last_seq = seq
         self.count += 1
-        at = event.occurred_at
-        self.min_at = at if self.min_at is None or at < self.min_at else self.min_at
-        self.max_at = at if self.max_at is None or at > self.max_at else self.max_at
-        self._gzip.write(line.encode() + b"\n")
+        if at < self.min_at:
+            self.min_at = at
+        elif at > self.max_at:
+            self.max_at = at
+        lines = self._lines
+        lines.append(line)
+        if len(lines) >= WRITE_BLOCK:
+            self._write()
+
+    def _write(self) -> None:
+        if self._lines:
+            self._lines.append("")
+            block = "\n".join(self._lines).encode()
+            self._content.update(block)
+            self._gzip.write(block)
+            self._lines.clear()
 
     @property
     def key(self) -> str:
         return archive_key(self.stream, self.day, self.first_seq, self.last_seq)
 
     def finish(self) -> bytes:
+        self._write()
         self._gzip.close()
         return self._buffer.getvalue()
+
+    @property
+    def content_sha256(self) -> str:
+        return self._content.hexdigest()
 
 
 def _line_event(line: str) -> AuditEvent:
@@ -263,23 +299,35 @@ class AuditArchiver:
         expected = after_seq + 1
         prev: str | None = None if ledger else GENESIS_HASH
         batch: _Batch | None = None
+        batch_size = self.batch_size
+        sha256 = hashlib.sha256
         for event in self._db_events(stream, after_seq):
-            if event.occurred_at >= cutoff:
+            at = event.occurred_at
+            if at >= cutoff:
                 break
-            problem, line = check_and_encode(event, stream=stream, seq=expected, prev_hash=prev)
-            if problem is not None:
-                ledger_now = self._batches(stream)
-                if ledger_now and ledger_now[-1].last_seq > after_seq:
-                    raise Conflict("archived meanwhile by another archiver run; skipped")
-                raise Conflict(f"broken chain, not archived: {problem}")
-            expected, prev = expected + 1, event.hash
-            day = event.occurred_at.date()
-            if batch is not None and (batch.day != day or batch.count >= self.batch_size):
+            # Fast path: the checks of check_event on one hand-written serialisation.
+            parts = encode_parts(event) if event.chain_seq == expected else None
+            if (
+                parts is not None
+                and parts[2] == stream
+                and (prev is None or event.prev_hash == prev)
+                and sha256((parts[0] + parts[1]).encode()).hexdigest() == event.hash
+            ):
+                line = f'{parts[0]}"hash":"{event.hash}",{parts[1]}'
+            else:  # something is wrong (or unusual): the reference check says what
+                problem, line = check_and_encode(event, stream=stream, seq=expected, prev_hash=prev)
+                if problem is not None:
+                    ledger_now = self._batches(stream)
+                    if ledger_now and ledger_now[-1].last_seq > after_seq:
+                        raise Conflict("archived meanwhile by another archiver run; skipped")
+                    raise Conflict(f"broken chain, not archived: {problem}")
+            if batch is not None and not batch.fits(at, batch_size):
                 self._flush(batch, report, dry_run, progress, total)
                 batch = None
             if batch is None:
-                batch = _Batch(stream, day)
-            batch.add(event, line)
+                batch = _Batch(stream, event)
+            batch.add(expected, at, line)
+            expected, prev = expected + 1, event.hash
         if batch is not None:
             self._flush(batch, report, dry_run, progress, total)
 
@@ -293,10 +341,8 @@ class AuditArchiver:
     ) -> None:
         data = batch.finish()
         key = batch.key
-        if batch.min_at is None or batch.max_at is None:  # pragma: no cover - never empty
-            return
         if not dry_run:
-            self._store(key, data)
+            data = self._store(key, data, batch.content_sha256)
             ledger_row = AuditArchiveBatch(
                 stream=batch.stream,
                 first_seq=batch.first_seq,
@@ -331,16 +377,23 @@ class AuditArchiver:
         if progress is not None:
             progress(report.events, total)
 
-    def _store(self, key: str, data: bytes) -> None:
-        """Upload with the checksum, then confirm size and checksum of what is stored."""
-        digest = hashlib.sha256(data).hexdigest()
+    def _store(self, key: str, data: bytes, content_sha256: str) -> bytes:
+        """Upload with the checksum, then confirm size and checksum of what is stored;
+        the bytes stored under ``key``.
+
+        An object already under ``key`` (a run that failed after its upload) is kept if
+        it holds the same lines compressed differently (another gzip level or zlib
+        build); anything else is refused."""
         try:
-            self.storage.put(key, data, content_type=CONTENT_TYPE, checksum_sha256=digest)
+            self.storage.put(
+                key,
+                data,
+                content_type=CONTENT_TYPE,
+                checksum_sha256=hashlib.sha256(data).hexdigest(),
+            )
         except BlobExists:
-            raise BlobExists(
-                f"{key} exists with different content; refusing to archive over it "
-                "(inspect the object and the ledger)"
-            ) from None
+            data = self._same_content(key, content_sha256)
+        digest = hashlib.sha256(data).hexdigest()
         info = self.storage.head(key)
         if info is None:
             raise BlobIntegrityError(f"{key}: not found right after the upload")
@@ -349,6 +402,25 @@ class AuditArchiver:
                 f"{key}: stored object does not match the upload (size {info.size} vs "
                 f"{len(data)}, sha256 {info.sha256[:12]}… vs {digest[:12]}…)"
             )
+        return data
+
+    def _same_content(self, key: str, content_sha256: str) -> bytes:
+        """The object under ``key`` if it decompresses to the lines whose SHA-256 is
+        ``content_sha256``; BlobExists otherwise."""
+        refused = BlobExists(
+            f"{key} exists with different content; refusing to archive over it "
+            "(inspect the object and the ledger)"
+        )
+        try:
+            existing = self.storage.get(key)
+            lines = gzip.decompress(existing)
+        except (UserMgmtError, OSError, EOFError):
+            raise refused from None
+        if hashlib.sha256(lines).hexdigest() != content_sha256:
+            raise refused
+        del lines
+        logger.info("audit archive: %s exists with the same events; kept", key)
+        return existing
 
     # --- verify ------------------------------------------------------------------------
 

@@ -9,7 +9,9 @@ therefore share its lock.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import ColumnElement, RowMapping, delete, func, insert, select, update
@@ -285,6 +287,10 @@ class SqlAuditLogRepository(SqlRepository):
         return [AuditEvent(**row) for row in self._tx.execute(statement).mappings()]
 
 
+#: The audit_logs columns in AuditEvent's field order.
+_EVENT_COLUMNS = [AUDIT_LOGS.c[f.name] for f in fields(AuditEvent)]
+
+
 def _in_stream(stream: str) -> ColumnElement[bool]:
     organization_id = organization_of(stream)
     column = AUDIT_LOGS.c.organization_id
@@ -311,14 +317,18 @@ class SqlAuditArchiveRepository(SqlRepository):
         return None if row is None else AuditChainHead(**row)
 
     def events(self, stream: str, *, after_seq: int, limit: int) -> list[AuditEvent]:
+        """Plain tuples in the dataclass's field order, built positionally: the archiver
+        reads every event through here, and mappings plus keyword arguments cost more
+        than the rest of a row's trip."""
         c = AUDIT_LOGS.c
         statement = (
-            select(AUDIT_LOGS)
+            select(*_EVENT_COLUMNS)
             .where(_in_stream(stream), c.chain_seq > after_seq)
             .order_by(c.chain_seq)
             .limit(max(0, limit))
         )
-        return [AuditEvent(**row) for row in self._tx.execute(statement).mappings()]
+        make: Any = AuditEvent  # all fields, in order: mypy cannot tell from *row
+        return [make(*row) for row in self._tx.execute(statement).all()]
 
     def count_before(self, cutoff: datetime) -> int:
         statement = select(func.count()).where(AUDIT_LOGS.c.occurred_at < cutoff)
