@@ -63,6 +63,23 @@ def organization_of(stream: str) -> UUID | None:
 
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+try:  # _ENCODER's own C encoder, built once (JSONEncoder.encode builds one per call)
+    from _json import make_encoder as _make_encoder
+
+    _C_ENCODE: Any = _make_encoder(
+        None, _ENCODER.default, encode_basestring, None, ":", ",", True, False, True
+    )
+except ImportError:  # pragma: no cover - CPython always has _json
+    _C_ENCODE = None
+
+
+def _object_json(value: Any) -> str:
+    """``_ENCODER.encode(value)`` (no circular-reference check: values read from JSON)."""
+    if _C_ENCODE is None:  # pragma: no cover
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODE(value, 0))
+
+
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -119,46 +136,38 @@ def _encode(event: AuditEvent) -> tuple[str, str]:
     return _ENCODER.encode(record), record["stream"]
 
 
-def _text(value: str | None) -> str:
-    """A JSON string or null, exactly as :data:`_ENCODER` writes it."""
-    return "null" if value is None else encode_basestring(value)
+def encode_parts(event: AuditEvent, stream: str) -> tuple[str, str]:
+    """The archiver's fast path for an event of ``stream``: ``(head, tail)`` such that
+    ``head + tail`` is meant to be the canonical JSON of the record without ``hash``,
+    and ``head + '"hash":"…",' + tail`` its archive line. Written field by field in
+    sorted-key order instead of building, sorting and encoding a dict.
 
-
-def encode_parts(event: AuditEvent) -> tuple[str, str, str] | None:
-    """The archiver's fast path: ``(head, tail, stream)`` such that ``head + tail`` is the
-    canonical JSON of the record without ``hash`` and ``head + '"hash":…,' + tail`` the
-    archive line — the same bytes as :func:`canonical_json` of :func:`event_record`,
-    written field by field in sorted-key order instead of building and sorting a dict.
-    None when a field has an unexpected type (then use :func:`check_and_encode`)."""
-    action, outcome, seq = event.action, event.outcome, event.chain_seq
-    actor, org = event.actor_user_id, event.organization_id
-    texts = (event.target_type, event.target_id, event.ip, event.user_agent, event.request_id)
-    if (
-        type(action) is not str
-        or type(outcome) is not str
-        or type(event.id) is not UUID
-        or not (actor is None or type(actor) is UUID)
-        or not (org is None or type(org) is UUID)
-        or type(seq) is not int
-        or not isinstance(event.metadata, dict)
-        or not all(value is None or type(value) is str for value in texts)
-        or not (event.prev_hash is None or type(event.prev_hash) is str)
-    ):
-        return None
-    target_type, target_id, ip, user_agent, request_id = texts
-    stream = PLATFORM_STREAM if org is None else str(org)
-    organization = "null" if org is None else f'"{stream}"'
+    The caller must check that ``stream`` is the event's stream and that the SHA-256 of
+    ``head + tail`` is the event's stored ``hash`` (then these are the very bytes that
+    were hashed, so the line is canonical), and otherwise use :func:`check_and_encode`,
+    the reference. TypeError for values this path cannot write."""
+    actor, target_type, target_id = event.actor_user_id, event.target_type, event.target_id
+    ip, user_agent, request_id = event.ip, event.user_agent, event.request_id
+    at = event.occurred_at
+    if at.tzinfo is not UTC:
+        at = at.astimezone(UTC)
+    organization = "null" if stream == PLATFORM_STREAM else f'"{stream}"'
     actor_text = "null" if actor is None else f'"{actor}"'
-    head = f'{{"action":{encode_basestring(action)},"actor_user_id":{actor_text},'
-    tail = (
-        f'"id":"{event.id}","ip":{_text(ip)},"metadata":{_ENCODER.encode(event.metadata)},'
-        f'"occurred_at":"{_time(event.occurred_at)}","organization_id":{organization},'
-        f'"outcome":{encode_basestring(outcome)},"prev_hash":{_text(event.prev_hash)},'
-        f'"request_id":{_text(request_id)},"seq":{seq},"stream":"{stream}",'
-        f'"target_id":{_text(target_id)},"target_type":{_text(target_type)},'
-        f'"user_agent":{_text(user_agent)},"v":{CHAIN_VERSION}}}'
+    return (f'{{"action":{encode_basestring(event.action)},"actor_user_id":{actor_text},'), (
+        f'"id":"{event.id}",'
+        f'"ip":{"null" if ip is None else encode_basestring(ip)},'
+        f'"metadata":{_object_json(event.metadata)},'
+        f'"occurred_at":"{at.isoformat(timespec="microseconds")[:-6]}Z",'
+        f'"organization_id":{organization},'
+        f'"outcome":{encode_basestring(event.outcome)},'
+        f'"prev_hash":{"null" if event.prev_hash is None else encode_basestring(event.prev_hash)},'
+        f'"request_id":{"null" if request_id is None else encode_basestring(request_id)},'
+        f'"seq":{int(event.chain_seq)},"stream":"{stream}",'  # type: ignore[arg-type]
+        f'"target_id":{"null" if target_id is None else encode_basestring(target_id)},'
+        f'"target_type":{"null" if target_type is None else encode_basestring(target_type)},'
+        f'"user_agent":{"null" if user_agent is None else encode_basestring(user_agent)},'
+        f'"v":{CHAIN_VERSION}}}'
     )
-    return head, tail, stream
 
 
 def _bare_hash(line: str, stored: str | None) -> str:

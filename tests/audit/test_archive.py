@@ -24,7 +24,7 @@ from tests.audit.conftest import (
     hours,
     make_backlog,
 )
-from usermgmt.audit_chain import PLATFORM_STREAM, event_record, stream_of
+from usermgmt.audit_chain import PLATFORM_STREAM, canonical_json, event_record, stream_of
 from usermgmt.backends.memory import LocalBlobStorage, MemoryBlobStorage
 from usermgmt.errors import BackendUnavailable, BlobExists
 from usermgmt.ids import new_id
@@ -258,6 +258,32 @@ def test_different_bytes_under_the_key_are_refused(uow_factory: UnitOfWorkFactor
     assert [e.id for e in all_db_events(uow_factory)] == [e.id for e in events[::-1]]
     with pytest.raises(BlobExists):
         storage.put(key, b"overwrite")
+
+
+def test_an_object_with_the_same_lines_compressed_differently_is_kept(
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    """A run that failed after its upload, then an upgrade that compresses differently
+    (another gzip level or zlib build): the object is recognised by its content, kept,
+    and recorded in the ledger with its own size and checksum."""
+    org = new_id()
+    events = append(uow_factory, org, hours(T0, 3))
+    key = archive_key(str(org), T0.date(), 1, 3)
+    lines = "".join(canonical_json(event_record(e)) + "\n" for e in events).encode()
+    earlier = gzip.compress(lines, compresslevel=9, mtime=0)
+    storage = MemoryBlobStorage()
+    storage.put(key, earlier)
+    arch, _ = archiver(uow_factory, storage)
+    report = arch.archive()
+    assert report.problems == []
+    assert report.events == 3
+    assert storage.get(key) == earlier
+    assert all_db_events(uow_factory) == []
+    with uow_factory(read_only=True) as uow:
+        (batch,) = uow.audit_archive.batches(str(org))
+    assert (batch.key, batch.size) == (key, len(earlier))
+    assert batch.sha256 == hashlib.sha256(earlier).hexdigest()
+    assert arch.verify().problems == []
 
 
 def test_a_broken_chain_is_not_archived(uow_factory: UnitOfWorkFactory) -> None:

@@ -8,7 +8,7 @@ import hashlib
 import itertools
 import json
 import threading
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import pytest
 
@@ -16,10 +16,13 @@ from tests.audit.conftest import T0, Tamper, append, archiver, hours
 from usermgmt.audit_chain import (
     GENESIS_HASH,
     PLATFORM_STREAM,
+    canonical_json,
     chain_event,
     encode_event,
+    encode_parts,
     event_hash,
     event_record,
+    stream_of,
 )
 from usermgmt.backends.sqlalchemy import SqlUnitOfWorkFactory
 from usermgmt.ids import new_id
@@ -184,3 +187,40 @@ def test_one_pass_encoding_equals_the_definition(metadata: dict, action: str) ->
     assert record["occurred_at"] == "2026-01-01T05:00:00.000007Z"
     tampered = dataclasses.replace(event, hash="nope")  # a stored hash that is not hex
     assert encode_event(tampered)[1] == event.hash
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},  # every optional field None, no organization: the platform stream
+        {
+            "organization_id": new_id(),
+            "actor_user_id": new_id(),
+            "target_type": "user",
+            "target_id": 'a "quoted"\\ id\n',
+            "ip": "2001:db8::1",
+            "user_agent": "Mozilla ✓ \u2028 \x01",
+            "request_id": "req-ü",
+            "metadata": {"z": [1, 2.5, None, float("inf")], "a": {"hash": "x"}, "é": True},
+        },
+    ],
+)
+@pytest.mark.parametrize("offset_hours", [0, 3])
+def test_the_archivers_fast_encoding_is_the_canonical_form(fields: dict, offset_hours: int) -> None:
+    """encode_parts writes the record field by field; its output is byte for byte the
+    canonical line and the hashed form, also for a time given in another zone."""
+    event = chain_event(
+        AuditEvent(
+            id=new_id(),
+            occurred_at=T0 + timedelta(hours=5, microseconds=7),
+            action='member."added"',
+            **fields,
+        ),
+        12,
+        "e" * 64,
+    )
+    zone = timezone(timedelta(hours=offset_hours))
+    event = dataclasses.replace(event, occurred_at=event.occurred_at.astimezone(zone))
+    head, tail = encode_parts(event, stream_of(event.organization_id))
+    assert f'{head}"hash":"{event.hash}",{tail}' == canonical_json(event_record(event))
+    assert hashlib.sha256((head + tail).encode()).hexdigest() == event.hash

@@ -26,7 +26,9 @@ import hashlib
 import io
 import json
 import logging
+import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -38,6 +40,7 @@ from usermgmt.audit_chain import (
     encode_parts,
     event_from_record,
     event_record,
+    organization_of,
 )
 from usermgmt.errors import BlobExists, BlobIntegrityError, Conflict, UserMgmtError
 from usermgmt.models import AuditEvent
@@ -121,10 +124,10 @@ def _utc_day(at: datetime) -> date:
 
 class _Batch:
     """One archive object being built: gzip JSON Lines written as events arrive, in
-    blocks of :data:`WRITE_BLOCK` lines. ``content_sha256`` is the SHA-256 of the
-    uncompressed lines (to recognise the same content compressed differently)."""
+    blocks of :data:`WRITE_BLOCK` lines, compressed by ``packer`` (one thread: zlib
+    releases the GIL) while the next block is encoded; one block in flight at most."""
 
-    def __init__(self, stream: str, first: AuditEvent) -> None:
+    def __init__(self, stream: str, first: AuditEvent, packer: ThreadPoolExecutor) -> None:
         self.stream = stream
         self.day = _utc_day(first.occurred_at)
         #: The batch's UTC day is [day_start, day_end).
@@ -134,7 +137,8 @@ class _Batch:
         self.first_seq = self.last_seq = int(first.chain_seq or 0)
         self.min_at = self.max_at = first.occurred_at
         self._lines: list[str] = []
-        self._content = hashlib.sha256()
+        self._packer = packer
+        self._pending: Future[int] | None = None
         self._buffer = io.BytesIO()
         # mtime=0 and no file name: the same events always give the same bytes.
         self._gzip = gzip.GzipFile(
@@ -162,9 +166,14 @@ class _Batch:
         if self._lines:
             self._lines.append("")
             block = "\n".join(self._lines).encode()
-            self._content.update(block)
-            self._gzip.write(block)
             self._lines.clear()
+            self._wait()
+            self._pending = self._packer.submit(self._gzip.write, block)
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
 
     @property
     def key(self) -> str:
@@ -172,12 +181,18 @@ class _Batch:
 
     def finish(self) -> bytes:
         self._write()
+        self._wait()
         self._gzip.close()
         return self._buffer.getvalue()
 
-    @property
-    def content_sha256(self) -> str:
-        return self._content.hexdigest()
+
+def _lines_sha256(data: bytes) -> str:
+    """SHA-256 of the decompressed content of a gzip object, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as unpacked:
+        while piece := unpacked.read(1 << 20):
+            digest.update(piece)
+    return digest.hexdigest()
 
 
 def _line_event(line: str) -> AuditEvent:
@@ -245,15 +260,32 @@ class AuditArchiver:
                 return
             after = page[-1].stream
 
+    def _page(self, stream: str, after_seq: int) -> list[AuditEvent]:
+        with self._uow(read_only=True) as uow:
+            return uow.audit_archive.events(stream, after_seq=after_seq, limit=self.page_size)
+
     def _db_events(self, stream: str, after_seq: int) -> Iterator[AuditEvent]:
         """Events of ``stream`` in the database after ``after_seq``, page by page."""
         while True:
-            with self._uow(read_only=True) as uow:
-                page = uow.audit_archive.events(stream, after_seq=after_seq, limit=self.page_size)
+            page = self._page(stream, after_seq)
             yield from page
             if len(page) < self.page_size:
                 return
             after_seq = int(page[-1].chain_seq or after_seq)
+
+    def _prefetched_events(self, stream: str, after_seq: int) -> Iterator[AuditEvent]:
+        """:meth:`_db_events`, reading the next page in a thread while the caller works
+        through this one (the database's and the driver's time overlap the encoding;
+        socket waits release the GIL). At most two pages are held."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-archive-read") as pool:
+            pending: Future[list[AuditEvent]] | None = pool.submit(self._page, stream, after_seq)
+            while pending is not None:
+                page = pending.result()
+                pending = None
+                if len(page) == self.page_size:
+                    last = int(page[-1].chain_seq or after_seq)
+                    pending = pool.submit(self._page, stream, last)
+                yield from page
 
     def _batches(self, stream: str) -> list[AuditArchiveBatch]:
         with self._uow(read_only=True) as uow:
@@ -301,35 +333,47 @@ class AuditArchiver:
         batch: _Batch | None = None
         batch_size = self.batch_size
         sha256 = hashlib.sha256
-        for event in self._db_events(stream, after_seq):
-            at = event.occurred_at
-            if at >= cutoff:
-                break
-            # Fast path: the checks of check_event on one hand-written serialisation.
-            parts = encode_parts(event) if event.chain_seq == expected else None
-            if (
-                parts is not None
-                and parts[2] == stream
-                and (prev is None or event.prev_hash == prev)
-                and sha256((parts[0] + parts[1]).encode()).hexdigest() == event.hash
-            ):
-                line = f'{parts[0]}"hash":"{event.hash}",{parts[1]}'
-            else:  # something is wrong (or unusual): the reference check says what
-                problem, line = check_and_encode(event, stream=stream, seq=expected, prev_hash=prev)
-                if problem is not None:
-                    ledger_now = self._batches(stream)
-                    if ledger_now and ledger_now[-1].last_seq > after_seq:
-                        raise Conflict("archived meanwhile by another archiver run; skipped")
-                    raise Conflict(f"broken chain, not archived: {problem}")
-            if batch is not None and not batch.fits(at, batch_size):
+        organization = organization_of(stream)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-archive-gzip") as packer:
+            for event in self._prefetched_events(stream, after_seq):
+                at = event.occurred_at
+                if at >= cutoff:
+                    break
+                # Fast path: check_event's checks on one hand-written serialisation (see
+                # encode_parts: a matching hash proves it canonical).
+                parts = None
+                if (
+                    event.chain_seq == expected
+                    and event.organization_id == organization
+                    and (prev is None or event.prev_hash == prev)
+                ):
+                    try:
+                        parts = encode_parts(event, stream)
+                    except (TypeError, ValueError, RecursionError):
+                        parts = None
+                if (
+                    parts is not None
+                    and sha256((parts[0] + parts[1]).encode()).hexdigest() == event.hash
+                ):
+                    line = f'{parts[0]}"hash":"{event.hash}",{parts[1]}'
+                else:  # something is wrong (or unusual): the reference check says what
+                    problem, line = check_and_encode(
+                        event, stream=stream, seq=expected, prev_hash=prev
+                    )
+                    if problem is not None:
+                        ledger_now = self._batches(stream)
+                        if ledger_now and ledger_now[-1].last_seq > after_seq:
+                            raise Conflict("archived meanwhile by another archiver run; skipped")
+                        raise Conflict(f"broken chain, not archived: {problem}")
+                if batch is not None and not batch.fits(at, batch_size):
+                    self._flush(batch, report, dry_run, progress, total)
+                    batch = None
+                if batch is None:
+                    batch = _Batch(stream, event, packer)
+                batch.add(expected, at, line)
+                expected, prev = expected + 1, event.hash
+            if batch is not None:
                 self._flush(batch, report, dry_run, progress, total)
-                batch = None
-            if batch is None:
-                batch = _Batch(stream, event)
-            batch.add(expected, at, line)
-            expected, prev = expected + 1, event.hash
-        if batch is not None:
-            self._flush(batch, report, dry_run, progress, total)
 
     def _flush(
         self,
@@ -342,7 +386,7 @@ class AuditArchiver:
         data = batch.finish()
         key = batch.key
         if not dry_run:
-            data = self._store(key, data, batch.content_sha256)
+            data = self._store(key, data)
             ledger_row = AuditArchiveBatch(
                 stream=batch.stream,
                 first_seq=batch.first_seq,
@@ -377,7 +421,7 @@ class AuditArchiver:
         if progress is not None:
             progress(report.events, total)
 
-    def _store(self, key: str, data: bytes, content_sha256: str) -> bytes:
+    def _store(self, key: str, data: bytes) -> bytes:
         """Upload with the checksum, then confirm size and checksum of what is stored;
         the bytes stored under ``key``.
 
@@ -392,7 +436,7 @@ class AuditArchiver:
                 checksum_sha256=hashlib.sha256(data).hexdigest(),
             )
         except BlobExists:
-            data = self._same_content(key, content_sha256)
+            data = self._same_content(key, data)
         digest = hashlib.sha256(data).hexdigest()
         info = self.storage.head(key)
         if info is None:
@@ -404,21 +448,20 @@ class AuditArchiver:
             )
         return data
 
-    def _same_content(self, key: str, content_sha256: str) -> bytes:
-        """The object under ``key`` if it decompresses to the lines whose SHA-256 is
-        ``content_sha256``; BlobExists otherwise."""
+    def _same_content(self, key: str, data: bytes) -> bytes:
+        """The object under ``key`` if it decompresses to the same lines as ``data``;
+        BlobExists otherwise. Both are decompressed piecewise: memory stays bounded."""
         refused = BlobExists(
             f"{key} exists with different content; refusing to archive over it "
             "(inspect the object and the ledger)"
         )
         try:
             existing = self.storage.get(key)
-            lines = gzip.decompress(existing)
-        except (UserMgmtError, OSError, EOFError):
+            same = _lines_sha256(existing) == _lines_sha256(data)
+        except (UserMgmtError, OSError, EOFError, zlib.error):
             raise refused from None
-        if hashlib.sha256(lines).hexdigest() != content_sha256:
+        if not same:
             raise refused
-        del lines
         logger.info("audit archive: %s exists with the same events; kept", key)
         return existing
 
