@@ -59,6 +59,7 @@ _COMPLETE_SCRIPT = """<p id="status">Signing you in…</p>
   if (params.get("linked")) { status.textContent = "Linked " + params.get("linked"); return; }
   const exchanged = await fetch("/auth/oauth/exchange", {
     method: "POST", headers: {"Content-Type": "application/json"},
+    credentials: "same-origin",  // the um_oauth cookie binds the code to this browser
     body: JSON.stringify({code: params.get("code") || ""}),
   });
   if (!exchanged.ok) { status.textContent = "Sign-in failed"; return; }

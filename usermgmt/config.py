@@ -60,6 +60,24 @@ def _split_csv(value: Any) -> Any:
 CsvList = Annotated[list[str], NoDecode]
 
 
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def provider_url_allowed(url: str) -> bool:
+    """An OpenID provider URL we may talk to: ``https://``, or ``http://`` on a loopback
+    host only (127.0.0.1, ::1, localhost: local development and tests)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    if not host:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and host in _LOOPBACK_HOSTS)
+
+
 class OIDCProviderSettings(BaseModel):
     """One OpenID Connect provider of ``OIDC_PROVIDERS``."""
 
@@ -82,6 +100,8 @@ class OIDCProviderSettings(BaseModel):
         for url in (self.discovery_url, self.issuer):
             if url is not None and not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", url):
                 raise ValueError(f"{url!r} is not an absolute http(s) URL")
+            if url is not None and not provider_url_allowed(url):
+                raise ValueError(f"{url!r} must use https:// (http:// only on a loopback host)")
         if self.discovery_url is None and self.issuer is None:
             raise ValueError(f"OIDC provider {self.name!r} needs discovery_url or issuer")
         if "openid" not in self.scopes:
@@ -175,6 +195,7 @@ class Settings(BaseSettings):
         default_factory=lambda: [10, 60, 300, 1800]
     )
     queue_job_timeout_seconds: int = Field(default=300, ge=1, le=86400)
+    queue_audit_archive_job_timeout_seconds: int = Field(default=6 * 3600, ge=1, le=86400)
     queue_failed_ttl_seconds: int = Field(default=7 * 86400, ge=60, le=365 * 86400)
     queue_worker_ttl_seconds: int = Field(default=60, ge=20, le=3600)
     queue_email_backlog_threshold: int = Field(default=1000, ge=1)
@@ -350,7 +371,9 @@ class Settings(BaseSettings):
         if self.google_client_id:
             names.append("google")
         if len(names) != len(set(names)):
-            raise ValueError("OIDC_PROVIDERS: provider names must be unique (and not 'google' when GOOGLE_CLIENT_ID is set)")
+            raise ValueError(
+                "OIDC_PROVIDERS: provider names must be unique (and not 'google' when GOOGLE_CLIENT_ID is set)"
+            )
         if self.google_client_id and self.google_client_secret is None:
             raise ValueError("GOOGLE_CLIENT_ID needs GOOGLE_CLIENT_SECRET")
         if self.oauth_callback_base_url is not None:

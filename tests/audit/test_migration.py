@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
 
 from tests.audit.conftest import T0, archiver
 from tests.sql.conftest import PgServer
@@ -86,3 +89,68 @@ def test_upgrade_chains_existing_events_and_downgrade_keeps_them(url: str) -> No
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM audit_logs")).scalar_one() == 5
     engine.dispose()
+
+
+@contextmanager
+def backfill_updates() -> Iterator[list[int]]:
+    """The number of parameter sets of each ``UPDATE audit_logs`` sent, on any engine
+    (the migration builds its own)."""
+    sent: list[int] = []
+
+    def count(conn: object, cursor: object, statement: str, parameters: object, *_: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE AUDIT_LOGS"):
+            many = isinstance(parameters, list | tuple) and isinstance(
+                parameters[0] if parameters else None, dict | list | tuple
+            )
+            sent.append(len(parameters) if many else 1)  # type: ignore[arg-type]
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        yield sent
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+
+
+def test_backfill_updates_a_page_per_statement(url: str) -> None:
+    """2,500 events in 3 streams: 3 executemany UPDATEs (pages of 1,000), not 2,500
+    statements, and the same chains (verify holds, seqs run 1..n per stream)."""
+    migrate.upgrade(url, "0001")
+    engine = build_engine(url)
+    sqlite = engine.dialect.name == "sqlite"
+    orgs = [uuid.uuid4(), uuid.uuid4(), None]
+    rows = []
+    for i in range(2500):
+        org = orgs[i % 3]
+        rows.append(
+            {
+                "id": uuid.UUID(int=i + 1).hex if sqlite else uuid.UUID(int=i + 1),
+                "at": (T0 + timedelta(seconds=i)).replace(tzinfo=None)
+                if sqlite
+                else T0 + timedelta(seconds=i),
+                "org": None if org is None else org.hex if sqlite else org,
+                "meta": json.dumps({"i": i}),
+            }
+        )
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO audit_logs (id, occurred_at, action, organization_id, outcome, "
+                "metadata) VALUES (:id, :at, 'member.added', :org, 'success', :meta)"
+            ),
+            rows,
+        )
+    engine.dispose()
+    with backfill_updates() as sent:
+        migrate.upgrade(url)
+    assert sent == [1000, 1000, 500]
+    factory = SqlUnitOfWorkFactory(url)
+    try:
+        report = archiver(factory)[0].verify()
+        assert report.problems == []
+        assert (report.streams, report.database_events) == (3, 2500)
+        with factory(read_only=True) as uow:
+            first = uow.audit_archive.events(str(orgs[0]), after_seq=0, limit=1000)
+        assert [e.chain_seq for e in first] == list(range(1, 835))
+        assert [e.metadata["i"] for e in first] == list(range(0, 2500, 3))
+    finally:
+        factory.dispose()

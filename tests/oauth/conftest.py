@@ -196,6 +196,14 @@ def set_cookies(response: ApiResponse) -> list[str]:
     return [v for k, v in response.headers.items() if k.lower() == "set-cookie"]
 
 
+def oauth_cookie(response: ApiResponse) -> str:
+    """The value of the ``um_oauth`` cookie the response sets."""
+    values = [c.split(";")[0].split("=", 1)[1] for c in set_cookies(response)]
+    names = [c.split("=", 1)[0] for c in set_cookies(response)]
+    assert "um_oauth" in names, set_cookies(response)
+    return values[names.index("um_oauth")]
+
+
 # --- the application -----------------------------------------------------------------------
 
 
@@ -205,6 +213,9 @@ class OAuthApp:
     um: UserManagement
     app: Any
     browsers: list[Browser] = field(default_factory=list)
+    #: the browser of the last callback(): exchange() uses it by default (the code is
+    #: bound to the browser that finished the callback)
+    last: Browser | None = None
 
     def browser(self, peer: str = "198.51.100.7") -> Browser:
         b = Browser(self.adapter, self.app, peer)
@@ -228,6 +239,7 @@ class OAuthApp:
     def callback(self, browser: Browser, back: str) -> ApiResponse:
         """Follow the provider's redirect back to us."""
         assert back.startswith(APP_URL + "/auth/oauth/"), back
+        self.last = browser
         return browser.get(back)
 
     def sign_in(self, provider: TestProvider, browser: Browser | None = None) -> ApiResponse:
@@ -242,7 +254,9 @@ class OAuthApp:
         return query_of(location)["code"]
 
     def exchange(self, code: str, browser: Browser | None = None) -> ApiResponse:
-        return (browser or self.browser()).post("/auth/oauth/exchange", json={"code": code})
+        return (browser or self.last or self.browser()).post(
+            "/auth/oauth/exchange", json={"code": code}
+        )
 
     def tokens(self, provider: TestProvider) -> dict[str, Any]:
         response = self.exchange(self.code_of(self.sign_in(provider)))

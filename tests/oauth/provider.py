@@ -57,8 +57,14 @@ class TestProvider:
     key: RSAKey = field(default_factory=lambda: _key("key-1"))
     identity: dict[str, Any] = field(default_factory=dict)
     #: one of: nonce_other, nonce_missing, aud, aud_multi_no_azp, iss, expired,
-    #: foreign_key, alg_none, token_500, token_error, no_id_token, discovery_issuer
+    #: foreign_key, alg_none, token_500, token_error, no_id_token, discovery_issuer,
+    #: exp_nan, exp_infinite, iat_missing, iat_nan, iat_old, iat_future,
+    #: http_endpoint (a non-loopback http:// token endpoint in discovery),
+    #: discovery_huge (an endless discovery body), discovery_slow (a valid discovery
+    #: document sent a few bytes at a time, slower than the client's deadline)
     misbehave: str | None = None
+    #: bytes of the last discovery_huge / discovery_slow body the client took
+    streamed_bytes: int = 0
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
     token_requests: list[dict[str, Any]] = field(default_factory=list)
     jwks_fetches: int = 0
@@ -95,7 +101,9 @@ class TestProvider:
         return {
             "issuer": self.issuer + ("/mixed-up" if self.misbehave == "discovery_issuer" else ""),
             "authorization_endpoint": f"{self.issuer}/authorize",
-            "token_endpoint": f"{self.issuer}/token",
+            "token_endpoint": "http://idp.example/token"
+            if self.misbehave == "http_endpoint"
+            else f"{self.issuer}/token",
             "jwks_uri": f"{self.issuer}/jwks",
             "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
@@ -173,6 +181,18 @@ class TestProvider:
             claims["iss"] = self.issuer + "/other"
         elif m == "expired":
             claims["iat"], claims["exp"] = now - 3600, now - 600
+        elif m == "exp_nan":
+            claims["exp"] = float("nan")
+        elif m == "exp_infinite":
+            claims["exp"] = float("inf")
+        elif m == "iat_missing":
+            del claims["iat"]
+        elif m == "iat_nan":
+            claims["iat"] = float("nan")
+        elif m == "iat_old":  # issued an hour ago, still valid for a long time
+            claims["iat"], claims["exp"] = now - 3600, now + 86400
+        elif m == "iat_future":
+            claims["iat"] = now + 600
         key = self.key
         if m == "foreign_key":
             key = _key(self.key.kid or "key-1")  # same kid, another key: bad signature
@@ -196,10 +216,40 @@ def _handler(provider: TestProvider) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def _stream(self, slow: bool) -> None:
+            """A body without a length (read until close): 50 MB of JSON whitespace then a document (huge), or a valid
+            document padded to 2,000 bytes, 100 bytes every 0.1 s (slow)."""
+            document = json.dumps(provider.discovery()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            if slow:
+                body = document + b" " * (2000 - len(document))
+                chunks = [body[i : i + 100] for i in range(0, len(body), 100)]
+            else:
+                chunks = [b" " * 65536] * 800 + [document]
+            provider.streamed_bytes = 0
+            try:
+                for chunk in chunks:
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+                    provider.streamed_bytes += len(chunk)
+                    if slow:
+                        time.sleep(0.1)
+            except OSError:  # the client hung up
+                pass
+
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-            if parts.path == "/.well-known/openid-configuration":
+            if parts.path == "/.well-known/openid-configuration" and provider.misbehave in (
+                "discovery_huge",
+                "discovery_slow",
+            ):
+                self._stream(provider.misbehave == "discovery_slow")
+            elif parts.path == "/.well-known/openid-configuration":
                 self._json(200, provider.discovery())
             elif parts.path == "/jwks":
                 self._json(200, provider.jwks())

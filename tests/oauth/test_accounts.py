@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.oauth.conftest import DEFAULT_TARGET, MockProvider, OAuthApp
+from tests.oauth.conftest import DEFAULT_TARGET, MockProvider, OAuthApp, oauth_cookie
 from tests.oauth.provider import TestProvider
 from usermgmt.clock import FakeClock
 from usermgmt.testing import create_user
@@ -64,8 +64,12 @@ def test_oauth_no_autolink_unverified(
     }
     response = oauth.sign_in(provider)
     if not linked:
-        assert response.status_code == 409
-        assert response.json()["code"] == "oauth_account_not_linked"
+        if verified:
+            assert response.status_code == 409
+            assert response.json()["code"] == "oauth_account_not_linked"
+        else:  # refused before the address is looked up: no existence leak
+            assert response.status_code == 403
+            assert response.json()["code"] == "email_not_verified"
         assert oauth.um.oauth.accounts(oauth.user(owner_id).id) == []
         return
     tokens = oauth.exchange(oauth.code_of(response)).json()
@@ -75,12 +79,43 @@ def test_oauth_no_autolink_unverified(
     assert [e.metadata["automatic"] for e in oauth.events("oauth.linked")] == [True]
 
 
-def test_oauth_signup_with_unverified_email_is_unverified(
+def test_oauth_no_autolink_onto_an_unverified_account(
+    oauth_factory: Callable[..., OAuthApp], provider: TestProvider
+) -> None:
+    """Pre-registration takeover: someone registers the victim's address with their own
+    password and never verifies it; the victim's verified provider identity must not be
+    linked to that account (the squatter's password would keep working)."""
+    oauth = oauth_factory(oauth_link_verified_email=True)
+    squatter, _ = create_user(oauth.um, "victim@example.com", verified=False)
+    provider.identity = {"sub": "victim-sub", "email": "victim@example.com", "email_verified": True}
+    response = oauth.sign_in(provider)
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "oauth_account_not_linked"
+    assert oauth.um.oauth.accounts(squatter.id) == []
+    assert oauth.user(str(squatter.id)).is_verified is False
+    assert [e.target_id for e in oauth.events("oauth.link_refused")] == [str(squatter.id)]
+
+
+@pytest.mark.parametrize("required", [False, True], ids=["default", "verified-required"])
+def test_oauth_signup_refused_for_an_unverified_provider_email(
+    oauth_factory: Callable[..., OAuthApp], provider: TestProvider, required: bool
+) -> None:
+    """Whatever REQUIRE_VERIFIED_EMAIL says: an address the provider does not vouch for
+    could be anyone's, so no account is created on it."""
+    oauth = oauth_factory(require_verified_email=required)
+    provider.identity = {"sub": "dave-sub", "email": "dave@example.com", "email_verified": False}
+    response = oauth.sign_in(provider)
+    assert response.status_code == 403, response.text
+    assert response.json()["code"] == "email_not_verified"
+    assert oauth.um.backends.uow.store.users == {}
+
+
+def test_oauth_signup_with_verified_email_is_verified(
     oauth: OAuthApp, provider: TestProvider
 ) -> None:
-    provider.identity = {"sub": "dave-sub", "email": "dave@example.com", "email_verified": False}
+    provider.identity = {"sub": "dave-sub", "email": "dave@example.com", "email_verified": True}
     me = oauth.me(oauth.tokens(provider)["access_token"])
-    assert me["is_verified"] is False
+    assert me["is_verified"] is True
 
 
 def test_oauth_signup_refused_when_verified_email_required(
@@ -235,8 +270,9 @@ def test_oauth_exchange_code_single_use(oauth: OAuthApp, provider: TestProvider)
 def test_oauth_exchange_code_single_use_under_concurrency(
     oauth: OAuthApp, provider: TestProvider
 ) -> None:
-    code = oauth.code_of(oauth.sign_in(provider))
-    results = race(20, lambda _: oauth.um.oauth.exchange(code))
+    response = oauth.sign_in(provider)
+    code, cookie = oauth.code_of(response), oauth_cookie(response)
+    results = race(20, lambda _: oauth.um.oauth.exchange(code, cookie=cookie))
     assert sum(not isinstance(r, Exception) for r in results) == 1
     assert {type(r).__name__ for r in results if isinstance(r, Exception)} == {"OneTimeTokenError"}
 

@@ -88,7 +88,8 @@ def test_oauth_pkce_s256_and_constant_redirect_uri(oauth: OAuthApp, provider: Te
 
 
 def test_callback_gives_only_a_one_time_code(oauth: OAuthApp, provider: TestProvider) -> None:
-    """SEC-OA-09: no provider token reaches the browser; the cookie is cleared."""
+    """SEC-OA-09: no provider token reaches the browser; the browser-binding cookie is
+    kept for the exchange only (60 s, every path), then cleared by the exchange."""
     response = oauth.sign_in(provider)
     assert response.status_code == 302
     location = response.headers["location"]
@@ -96,8 +97,33 @@ def test_callback_gives_only_a_one_time_code(oauth: OAuthApp, provider: TestProv
     assert set(query_of(location)) == {"code"}
     assert "provider-access-" not in response.text + str(response.headers.items())
     assert "provider-refresh-" not in response.text + str(response.headers.items())
-    cleared = [c for c in set_cookies(response) if c.startswith("um_oauth=")]
-    assert cleared
-    assert "max-age=0" in cleared[0].lower() or "01 jan 1970" in cleared[0].lower()
+    kept = [c.lower() for c in set_cookies(response) if c.startswith("um_oauth=")]
+    assert len(kept) == 1
+    assert "max-age=60" in kept[0]
+    assert "path=/;" in kept[0] + ";"  # covers POST /auth/oauth/exchange
+    assert "httponly" in kept[0]
+    assert "samesite=lax" in kept[0]
     assert response.headers.get("cache-control") == "no-store"
     assert APP_URL in location
+    exchanged = oauth.exchange(query_of(location)["code"])
+    assert exchanged.status_code == 200, exchanged.text
+    cleared = [c.lower() for c in set_cookies(exchanged) if c.startswith("um_oauth=")]
+    assert cleared
+    assert "max-age=0" in cleared[0] or "01 jan 1970" in cleared[0]
+
+
+def test_exchange_code_bound_to_the_browser(oauth: OAuthApp, provider: TestProvider) -> None:
+    """Login CSRF: the attacker finishes a sign-in in their browser and plants the code in
+    the victim's (``/oauth/complete?code=...``); the victim's browser has not the
+    attacker's binding cookie, so the exchange is refused, and the code is not burnt."""
+    attacker = oauth.browser()
+    code = oauth.code_of(oauth.sign_in(provider, attacker))
+    victim = oauth.browser()
+    planted = oauth.exchange(code, victim)
+    assert planted.status_code == 400, planted.text
+    assert planted.json()["code"] == "token_invalid"
+    # a victim who signed in elsewhere has a binding cookie, but not this code's
+    provider.identity = {"sub": "sub-victim", "email": "victim@example.com", "email_verified": True}
+    oauth.code_of(oauth.sign_in(provider, victim))
+    assert oauth.exchange(code, victim).status_code == 400
+    assert oauth.exchange(code, attacker).status_code == 200  # its own browser still can

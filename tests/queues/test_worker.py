@@ -141,7 +141,7 @@ def test_retries_are_bounded_then_the_job_is_dead_lettered_and_can_be_requeued(
     redis_url: str,
 ) -> None:
     env["QUEUE_RETRY_MAX_ATTEMPTS"] = "2"
-    start_worker("email")
+    worker = start_worker("email")
     um = make_um()
     smtp_sink.stop()
 
@@ -157,6 +157,9 @@ def test_retries_are_bounded_then_the_job_is_dead_lettered_and_can_be_requeued(
     assert job.retries_left == 0
     assert "EmailDeliveryError" in (job.latest_result().exc_string or "")
     assert smtp_sink.messages == []
+    # each attempt is logged with its number (RQ counts retries down, not up)
+    wait_for(lambda: "on attempt 2, giving up" in worker.output, 10, "the last attempt's log")
+    assert "on attempt 1, will retry" in worker.output
 
     # the operator fixes the cause and requeues the dead letters with RQ's own CLI
     smtp_sink.start()

@@ -72,7 +72,8 @@ def test_oauth_callback_on_another_instance(
     )
     assert result.created
     code = _query(result.redirect_to)["code"]
-    pair = first.oauth.exchange(code)  # and the code works on any instance too
+    # and the code works on any instance too (bound to the browser, through Redis)
+    pair = first.oauth.exchange(code, cookie=start.cookie_value)
     assert second.auth.authenticate(pair.access_token).email == "redis@example.com"
     with pytest.raises(OAuthStateInvalid):  # single use across instances
         first.oauth.complete(

@@ -75,8 +75,9 @@ def test_oauth_exchange_code_twenty_threads(um: UserManagement, provider: TestPr
             "email": f"pg{i}@example.com",
             "email_verified": True,
         }
-        code = _code(_sign_in(um, provider))
-        results = race(THREADS, lambda _, c=code: um.oauth.exchange(c))
+        result = _sign_in(um, provider)
+        code, cookie = _code(result), result.cookie_value
+        results = race(THREADS, lambda _, c=code, b=cookie: um.oauth.exchange(c, cookie=b))
         pairs = [r for r in results if isinstance(r, TokenPair)]
         assert len(pairs) == 1, results
         assert all(isinstance(r, OneTimeTokenError) for r in results if r not in pairs)
@@ -92,7 +93,8 @@ def test_oauth_two_unlinks_at_once_keep_one_way_in(
             "email_verified": True,
         }
         user_id = _sign_in(um, provider).user_id
-        pair = um.oauth.exchange(_code(_sign_in(um, provider)))
+        signed_in = _sign_in(um, provider)
+        pair = um.oauth.exchange(_code(signed_in), cookie=signed_in.cookie_value)
         start = um.oauth.begin_link("other", user_id)
         back = {k: v[-1] for k, v in parse_qs(urlsplit(provider.login(start.url)).query).items()}
         um.oauth.complete(

@@ -23,15 +23,17 @@ import functools
 import hmac
 import json
 import logging
+import math
+import re
 import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 from urllib.parse import urlencode
 
-from usermgmt.config import OIDCProviderSettings, Settings
+from usermgmt.config import OIDCProviderSettings, Settings, provider_url_allowed
 from usermgmt.errors import (
     MissingDependency,
     OAuthIdTokenInvalid,
@@ -61,9 +63,12 @@ ID_TOKEN_ALGORITHMS: Final = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS51
 METADATA_TTL_SECONDS: Final = 3600.0
 #: Clock skew tolerated on ``exp`` and ``iat``.
 LEEWAY_SECONDS: Final = 60
-#: Timeout of each request to a provider.
+#: Timeout of each request to a provider: the whole request, body included.
 HTTP_TIMEOUT_SECONDS: Final = 10.0
+#: Oldest ``iat`` accepted (besides the leeway): an ID token is used right after issue.
+MAX_ID_TOKEN_AGE_SECONDS: Final = 600
 _MAX_RESPONSE_BYTES: Final = 1_000_000
+_CHUNK_BYTES: Final = 65_536
 
 
 def _modules() -> tuple[Any, Any]:
@@ -184,29 +189,51 @@ class OIDCProvider:
         auth: tuple[str, str] | None = None,
     ) -> tuple[int, Any]:
         """(status, decoded JSON body) of one request; OAuthProviderUnavailable when the
-        provider cannot be reached, answers 5xx or something that is not JSON."""
+        provider cannot be reached, answers 5xx or something that is not JSON, sends more
+        than ``_MAX_RESPONSE_BYTES`` or takes longer than ``HTTP_TIMEOUT_SECONDS`` in all
+        (the body is streamed: reading stops at the cap or the deadline)."""
         httpx, _ = _modules()
+        deadline = time.monotonic() + HTTP_TIMEOUT_SECONDS
+        too_large = too_slow = False
         try:
-            with httpx.Client(
-                timeout=HTTP_TIMEOUT_SECONDS,
-                follow_redirects=False,
-                transport=self._transport,
-                verify=_tls(),
-            ) as client:
-                response = client.request(
+            with (
+                httpx.Client(
+                    timeout=HTTP_TIMEOUT_SECONDS,
+                    follow_redirects=False,
+                    transport=self._transport,
+                    verify=_tls(),
+                ) as client,
+                client.stream(
                     method,
                     url,
                     data=data,
                     headers={"Accept": "application/json"},
                     auth=auth,
-                )
-                content = response.content[: _MAX_RESPONSE_BYTES + 1]
+                ) as response,
+            ):
+                chunks: list[bytes] = []
+                total = 0
+                for chunk in response.iter_bytes(_CHUNK_BYTES):  # decoded
+                    total += len(chunk)
+                    if total > _MAX_RESPONSE_BYTES:
+                        too_large = True
+                        break
+                    if time.monotonic() > deadline:
+                        too_slow = True
+                        break
+                    chunks.append(chunk)
+                content = b"".join(chunks)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             logger.warning("OIDC provider %s unreachable (%s)", self.name, type(exc).__name__)
             raise OAuthProviderUnavailable(
                 f"The sign-in provider {self.name!r} cannot be reached; try again later."
             ) from None
-        if response.status_code >= 500 or len(content) > _MAX_RESPONSE_BYTES:
+        if too_slow:
+            logger.warning("OIDC provider %s too slow (over %ss)", self.name, HTTP_TIMEOUT_SECONDS)
+            raise OAuthProviderUnavailable(
+                f"The sign-in provider {self.name!r} cannot be reached; try again later."
+            )
+        if response.status_code >= 500 or too_large:
             logger.warning("OIDC provider %s answered %d", self.name, response.status_code)
             raise OAuthProviderUnavailable(
                 f"The sign-in provider {self.name!r} is failing; try again later."
@@ -245,6 +272,10 @@ class OIDCProvider:
         cached = self._metadata
         if cached is not None and time.monotonic() - cached.fetched_at < METADATA_TTL_SECONDS:
             return dict(cached.value)
+        if not provider_url_allowed(self.config.discovery_url):
+            raise OAuthProviderUnavailable(
+                f"The sign-in provider {self.name!r} is misconfigured (https:// required)."
+            )
         status, document = self._request("GET", self.config.discovery_url)
         if status != 200:
             raise OAuthProviderUnavailable(
@@ -261,9 +292,9 @@ class OIDCProvider:
                 f"The sign-in provider {self.name!r} is misconfigured (issuer mismatch)."
             )
         for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
-            if not isinstance(document.get(key), str) or not document[key].startswith(
-                ("https://", "http://")
-            ):
+            # https:// only (http:// on loopback: development), or codes and keys would
+            # travel in clear
+            if not isinstance(document.get(key), str) or not provider_url_allowed(document[key]):
                 raise OAuthProviderUnavailable(
                     f"The sign-in provider {self.name!r} has no {key} in its discovery document."
                 )
@@ -393,13 +424,15 @@ class OIDCProvider:
             raise bad("authorized party")
         now = self._now()
         exp = claims.get("exp")
-        if not isinstance(exp, int | float) or isinstance(exp, bool) or now > exp + LEEWAY_SECONDS:
+        if not _finite_number(exp) or now > exp + LEEWAY_SECONDS:
             raise bad("expired")
         iat = claims.get("iat")
-        if iat is not None and (
-            not isinstance(iat, int | float) or isinstance(iat, bool) or iat > now + LEEWAY_SECONDS
-        ):
+        if not _finite_number(iat):
+            raise bad("issued at")
+        if iat > now + LEEWAY_SECONDS:
             raise bad("issued in the future")
+        if iat < now - MAX_ID_TOKEN_AGE_SECONDS - LEEWAY_SECONDS:
+            raise bad("issued too long ago")
         got = claims.get("nonce")
         if not isinstance(got, str) or not hmac.compare_digest(got.encode(), nonce.encode()):
             raise bad("nonce")
@@ -422,10 +455,16 @@ class OIDCProvider:
 
 
 def safe_error_code(error: object) -> str:
-    """An OAuth error code fit for a message: ASCII letters and underscores only."""
-    if isinstance(error, str) and error.replace("_", "").isalpha() and len(error) <= 64:
+    """An OAuth error code fit for a message: lower-case ASCII letters and underscores
+    only (RFC 6749 codes), at most 64; ``error`` otherwise."""
+    if isinstance(error, str) and re.fullmatch(r"[a-z_]{1,64}", error):
         return error
     return "error"
+
+
+def _finite_number(value: object) -> TypeGuard[int | float]:
+    """A JSON number that is a real time (not a bool, NaN or infinity)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def build_providers(

@@ -19,8 +19,10 @@ provider tokens never leave the server (they are not even kept).
 
 Accounts are keyed by ``(provider, sub)``, never by email (SEC-OA-05). An unknown
 identity whose email belongs to an existing account is linked to it only when the
-provider asserts ``email_verified`` and ``OAUTH_LINK_VERIFIED_EMAIL`` is on (off by
-default, SEC-OA-06); otherwise the user signs in and links explicitly.
+provider asserts ``email_verified``, the account is itself verified and
+``OAUTH_LINK_VERIFIED_EMAIL`` is on (off by default, SEC-OA-06); otherwise the user signs
+in and links explicitly. No account is created on an email the provider does not assert
+as verified.
 """
 
 from __future__ import annotations
@@ -92,6 +94,8 @@ COOKIE_NAME: Final = "um_oauth"
 AUTHORIZE_PER_IP: Final = Limit(60, 60)
 EXCHANGE_PER_IP: Final = Limit(60, 60)
 _STATE_PREFIX: Final = "oauth:state:"
+#: The one-time code's hash → the SHA-256 of the browser secret it was issued to.
+_EXCHANGE_PREFIX: Final = "oauth:exchange:"
 _MAX_CODE_LENGTH: Final = 4096
 
 
@@ -123,6 +127,11 @@ class CallbackResult:
     user_id: UUID
     created: bool = False
     linked: bool = False
+    #: After a sign-in, the browser-binding cookie stays (``cookie_max_age`` seconds) so
+    #: that only this browser can exchange the code; 0: delete it (links).
+    cookie_value: str | None = None
+    cookie_max_age: int = 0
+    cookie_secure: bool = False
 
 
 class OAuthService:
@@ -249,19 +258,20 @@ class OAuthService:
         OAuthAccountNotLinked, OAuthAccountInUse, EmailNotVerified,
         OAuthProviderUnavailable (503), NotFound (unknown provider).
         """
-        chosen = self.provider(provider)
-        record = self._take_state(state)
-        if record.get("provider") != provider:
-            raise OAuthStateInvalid("This sign-in was started with another provider.")
-        expected = record.get("browser")
-        if (
-            not isinstance(cookie, str)
-            or not isinstance(expected, str)
-            or not hmac.compare_digest(_sha256(cookie), expected)
-        ):
-            raise OAuthStateInvalid("This sign-in was not started in this browser.")
-        link_user = record.get("link_user")
+        link_user: object = None
         try:
+            chosen = self.provider(provider)
+            record = self._take_state(state)
+            if record.get("provider") != provider:
+                raise OAuthStateInvalid("This sign-in was started with another provider.")
+            expected = record.get("browser")
+            if (
+                not isinstance(cookie, str)
+                or not isinstance(expected, str)
+                or not hmac.compare_digest(_sha256(cookie), expected)
+            ):
+                raise OAuthStateInvalid("This sign-in was not started in this browser.")
+            link_user = record.get("link_user")
             if error is not None:
                 raise OAuthProviderError(
                     f"The sign-in provider refused the request ({safe_error_code(error)})."
@@ -281,10 +291,24 @@ class OAuthService:
                     append_query(target, linked=provider), UUID(str(link_user)), linked=True
                 )
             user, created, one_time = self._sign_in(provider, claims, ctx)
-        except (OAuthError, Conflict, EmailNotVerified, InvalidCredentials) as exc:
-            self._failed(provider, exc, link_user, ctx)
+        except (OAuthError, Conflict, EmailNotVerified, InvalidCredentials, NotFound) as exc:
+            # an unknown provider's name is the caller's text: not recorded as such
+            known = provider if provider in self._providers else "unknown"
+            self._failed(known, exc, link_user, ctx)
             raise
-        return CallbackResult(append_query(target, code=one_time), user.id, created=created)
+        # The code is bound to this browser (login CSRF: a code planted in another
+        # browser is refused by exchange()).
+        self._cache.set(
+            _EXCHANGE_PREFIX + hash_token(one_time), str(expected), EXCHANGE_TTL_SECONDS
+        )
+        return CallbackResult(
+            append_query(target, code=one_time),
+            user.id,
+            created=created,
+            cookie_value=cookie,
+            cookie_max_age=EXCHANGE_TTL_SECONDS,
+            cookie_secure=self.redirect_uri(provider).startswith("https://"),
+        )
 
     def _take_state(self, state: str | None) -> dict[str, Any]:
         if not is_well_formed(state):
@@ -354,19 +378,21 @@ class OAuthService:
                     raise OAuthEmailMissing(
                         "The provider gave no usable email address; a new account needs one."
                     )
+                if not claims.email_verified:
+                    # Never sign up (nor reveal whether the address has an account) on an
+                    # address the provider does not vouch for: it could be anyone's.
+                    raise EmailNotVerified("The provider did not verify this email address.")
                 existing = uow.users.get_by_email(email)
                 if existing is not None:
                     user = self._auto_link(uow, provider, claims, existing, ctx)
                 else:
-                    if s.require_verified_email and not claims.email_verified:
-                        raise EmailNotVerified("The provider did not verify this email address.")
                     user = User(
                         id=new_id(),
                         email=email,
                         name=claims.name,
                         password_hash=None,
-                        is_verified=claims.email_verified,
-                        email_verified_at=now if claims.email_verified else None,
+                        is_verified=True,
+                        email_verified_at=now,
                         created_at=now,
                         updated_at=now,
                     )
@@ -428,7 +454,13 @@ class OAuthService:
         same_provider = [
             a for a in uow.oauth_accounts.list_for_user(existing.id) if a.provider == provider
         ]
-        if not (s.oauth_link_verified_email and claims.email_verified) or same_provider:
+        if (
+            not (s.oauth_link_verified_email and claims.email_verified)
+            or same_provider
+            # An account never verified may have been registered by someone else with
+            # this address (pre-registration takeover): never hand it to the provider user.
+            or not existing.is_verified
+        ):
             k.audit(
                 uow,
                 "oauth.link_refused",
@@ -448,10 +480,11 @@ class OAuthService:
         user = uow.users.get(existing.id, for_update=True)
         if user is None or not user.is_active:
             raise InvalidCredentials()
-        if not user.is_verified:  # the provider just verified the address
-            now = k.now()
-            user = replace(user, is_verified=True, email_verified_at=now, updated_at=now)
-            uow.users.update(user)
+        if not user.is_verified:  # unverified meanwhile: refuse as above
+            raise OAuthAccountNotLinked(
+                "An account with this email address exists. Sign in to it and link "
+                "this provider from your account."
+            )
         self._add_account(uow, user, provider, claims, ctx, auto=True)
         return user
 
@@ -512,16 +545,30 @@ class OAuthService:
                 ) from None
             raise
 
-    def exchange(self, code: str, ctx: RequestContext | None = None) -> TokenPair:
+    def exchange(
+        self, code: str, ctx: RequestContext | None = None, *, cookie: str | None = None
+    ) -> TokenPair:
         """Trade the callback's one-time code for a token pair (a new session).
 
-        Raises OneTimeTokenError (unknown, used or expired code), RateLimited.
+        ``cookie`` is the browser-binding cookie (``um_oauth``) of the browser that
+        finished the callback: the code is refused without it or with another browser's
+        (a login CSRF would plant the attacker's code in the victim's browser).
+
+        Raises OneTimeTokenError (unknown, used or expired code, or another browser's),
+        RateLimited.
         """
         k = self._k
         k.throttle("oauth_exchange:ip", ctx.ip if ctx else None, EXCHANGE_PER_IP)
         token_hash = hash_if_well_formed(code)
         if token_hash is None:
             raise OneTimeTokenError("Invalid or expired code.")
+        bound = self._cache.get(_EXCHANGE_PREFIX + token_hash)
+        if (
+            not isinstance(cookie, str)
+            or bound is None
+            or not hmac.compare_digest(_sha256(cookie), bound)
+        ):
+            raise OneTimeTokenError("Invalid or expired code, or it was issued to another browser.")
 
         def body(uow: UnitOfWork) -> TokenPair:
             consumed = uow.tokens.consume(TokenPurpose.OAUTH_EXCHANGE, token_hash, k.now())
@@ -546,6 +593,7 @@ class OAuthService:
             return pair
 
         pair = k.write(body)
+        self._cache.delete(_EXCHANGE_PREFIX + token_hash)
         self._auth.count_login("success")
         return pair
 

@@ -478,36 +478,41 @@ class AuditArchiver:
         return report
 
     def _verify_stream(self, head: AuditChainHead, report: VerifyReport) -> str | None:
+        """The first break of ``head.stream``'s chain, up to ``head.seq``.
+
+        Events appended after the head was read (``chain_seq > head.seq``) are left for
+        the next run. An archiver run that commits between the ledger read and the
+        database read leaves a gap at the archive/database boundary; the ledger is then
+        read again once (as :meth:`export` does) before reporting anything."""
         stream = head.stream
         expected, prev = 1, GENESIS_HASH
-        for batch in self._batches(stream):
-            where = f"stream {stream} archive {batch.key}"
-            if batch.first_seq != expected:
-                return f"{where}: ledger starts at seq {batch.first_seq}, expected {expected}"
-            info = self.storage.head(batch.key)
-            if info is None:
-                return f"{where}: object missing (seq {batch.first_seq}..{batch.last_seq})"
-            try:
-                data = self.storage.get(batch.key)
-                events = list(read_archive_object(data))
-            except (UserMgmtError, ValueError) as exc:
-                return f"{where}: unreadable ({exc})"
-            for event in events:
+        reread = False
+        while True:
+            for batch in [b for b in self._batches(stream) if b.last_seq >= expected]:
+                checked = self._verify_batch(batch, stream, expected, prev, report)
+                if isinstance(checked, str):
+                    return checked
+                expected, prev = checked
+            boundary_gap = False
+            at_boundary = True
+            for event in self._db_events(stream, expected - 1):
+                seq = int(event.chain_seq or 0)
+                if seq > head.seq:
+                    break  # appended after the head snapshot: not checked in this run
+                if at_boundary and seq != expected and not reread:
+                    boundary_gap = True  # archived meanwhile? re-read the ledger
+                    break
+                at_boundary = False
                 problem = check_event(event, stream=stream, seq=expected, prev_hash=prev)
                 if problem is not None:
-                    return f"{problem} [in {batch.key}]"
+                    return problem
                 expected, prev = expected + 1, str(event.hash)
-                report.archived_events += 1
-            if info.sha256 != batch.sha256 or info.size != batch.size:
-                return f"{where}: object changed since archival (checksum differs from ledger)"
-            if expected - 1 != batch.last_seq:
-                return f"{where}: holds seq {batch.first_seq}..{expected - 1}, ledger says ..{batch.last_seq}"
-        for event in self._db_events(stream, expected - 1):
-            problem = check_event(event, stream=stream, seq=expected, prev_hash=prev)
-            if problem is not None:
-                return problem
-            expected, prev = expected + 1, str(event.hash)
-            report.database_events += 1
+                report.database_events += 1
+            if at_boundary and not reread and expected - 1 < head.seq:
+                boundary_gap = True  # no event left in the database: archived meanwhile?
+            if not boundary_gap:
+                break
+            reread = True
         last = expected - 1
         if head.seq != last:
             return (
@@ -517,6 +522,39 @@ class AuditArchiver:
         if head.hash != prev:
             return f"stream {stream} seq {last}: last event does not match the chain head"
         return None
+
+    def _verify_batch(
+        self,
+        batch: AuditArchiveBatch,
+        stream: str,
+        expected: int,
+        prev: str,
+        report: VerifyReport,
+    ) -> tuple[int, str] | str:
+        """Check one archived batch continuing the chain at ``expected``/``prev``: the
+        next ``(expected, prev)``, or the problem found."""
+        where = f"stream {stream} archive {batch.key}"
+        if batch.first_seq != expected:
+            return f"{where}: ledger starts at seq {batch.first_seq}, expected {expected}"
+        info = self.storage.head(batch.key)
+        if info is None:
+            return f"{where}: object missing (seq {batch.first_seq}..{batch.last_seq})"
+        try:
+            data = self.storage.get(batch.key)
+            events = list(read_archive_object(data))
+        except (UserMgmtError, ValueError) as exc:
+            return f"{where}: unreadable ({exc})"
+        for event in events:
+            problem = check_event(event, stream=stream, seq=expected, prev_hash=prev)
+            if problem is not None:
+                return f"{problem} [in {batch.key}]"
+            expected, prev = expected + 1, str(event.hash)
+            report.archived_events += 1
+        if info.sha256 != batch.sha256 or info.size != batch.size:
+            return f"{where}: object changed since archival (checksum differs from ledger)"
+        if expected - 1 != batch.last_seq:
+            return f"{where}: holds seq {batch.first_seq}..{expected - 1}, ledger says ..{batch.last_seq}"
+        return expected, prev
 
     # --- export -------------------------------------------------------------------------
 

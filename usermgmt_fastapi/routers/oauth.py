@@ -12,8 +12,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
+from usermgmt.errors import UserMgmtError
 from usermgmt.http import ItemsOut, items
-from usermgmt.oauth import COOKIE_NAME, AuthorizationStart
+from usermgmt.oauth import COOKIE_NAME, AuthorizationStart, CallbackResult
 from usermgmt.oauth.schemas import (
     AuthorizationUrlOut,
     ExchangeIn,
@@ -23,6 +24,7 @@ from usermgmt.oauth.schemas import (
 )
 from usermgmt.schemas import TokenPairOut
 from usermgmt_fastapi.dependencies import UM, Ctx, CurrentUser
+from usermgmt_fastapi.errors import error_response
 from usermgmt_fastapi.routers._common import access, no_store, problems
 
 __all__ = ["oauth_router"]
@@ -51,6 +53,20 @@ def _set_cookie(response: Response, start: AuthorizationStart) -> None:
         httponly=True,
         samesite="lax",  # sent on the provider's top-level redirect back to us
     )
+
+
+def _keep_or_clear_cookie(response: Response, result: CallbackResult) -> None:
+    """After a sign-in the cookie stays briefly: it binds the one-time code to this
+    browser (the exchange requires it); otherwise it is cleared."""
+    if result.cookie_value and result.cookie_max_age:
+        _set_cookie(
+            response,
+            AuthorizationStart(
+                "", result.cookie_value, result.cookie_max_age, result.cookie_secure
+            ),
+        )
+    else:
+        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax")
 
 
 def oauth_router() -> APIRouter:
@@ -120,17 +136,22 @@ def oauth_router() -> APIRouter:
         state: Annotated[str | None, Query(max_length=4096)] = None,
         code: Annotated[str | None, Query(max_length=4096)] = None,
         error: Annotated[str | None, Query(max_length=4096)] = None,
-    ) -> RedirectResponse:
-        result = um.oauth.complete(
-            provider,
-            state=state,
-            code=code,
-            error=error,
-            cookie=request.cookies.get(COOKIE_NAME),
-            ctx=ctx,
-        )
+    ) -> Response:
+        try:
+            result = um.oauth.complete(
+                provider,
+                state=state,
+                code=code,
+                error=error,
+                cookie=request.cookies.get(COOKIE_NAME),
+                ctx=ctx,
+            )
+        except UserMgmtError as exc:  # the flow is over: the cookie goes too
+            failed = error_response(request, exc)
+            failed.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax")
+            return failed
         response = RedirectResponse(result.redirect_to, status_code=302)
-        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax")
+        _keep_or_clear_cookie(response, result)
         response.headers["Cache-Control"] = "no-store"
         return response
 
@@ -141,8 +162,12 @@ def oauth_router() -> APIRouter:
         responses=problems(400, 413, 422, 429, 503),
         openapi_extra=access("anyone"),
     )
-    def exchange(data: ExchangeIn, um: UM, ctx: Ctx) -> TokenPairOut:
-        return TokenPairOut.of(um.oauth.exchange(data.code, ctx=ctx))
+    def exchange(
+        data: ExchangeIn, request: Request, response: Response, um: UM, ctx: Ctx
+    ) -> TokenPairOut:
+        pair = um.oauth.exchange(data.code, ctx=ctx, cookie=request.cookies.get(COOKIE_NAME))
+        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax")
+        return TokenPairOut.of(pair)
 
     @router.post(
         "/auth/oauth/{provider}/link",

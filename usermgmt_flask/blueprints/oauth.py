@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
+from usermgmt.errors import UserMgmtError
 from usermgmt.http import items
 from usermgmt.oauth import COOKIE_NAME, AuthorizationStart
 from usermgmt.oauth.schemas import (
@@ -21,6 +22,7 @@ from usermgmt.oauth.schemas import (
 from usermgmt.schemas import TokenPairOut
 from usermgmt_flask.blueprints._common import json_body, no_content, ok, parse, query, route
 from usermgmt_flask.context import current_user, get_um, request_context
+from usermgmt_flask.errors import error_response
 
 __all__ = ["oauth_blueprint"]
 
@@ -75,22 +77,41 @@ def oauth_blueprint() -> Blueprint:
     @route(bp, "GET", "/auth/oauth/<provider>/callback")
     def callback(provider: str) -> Response:
         params = query(CallbackQuery)
-        result = get_um().oauth.complete(
-            provider,
-            state=params.state,
-            code=params.code,
-            error=params.error,
-            cookie=request.cookies.get(COOKIE_NAME),
-            ctx=request_context(),
-        )
+        try:
+            result = get_um().oauth.complete(
+                provider,
+                state=params.state,
+                code=params.code,
+                error=params.error,
+                cookie=request.cookies.get(COOKIE_NAME),
+                ctx=request_context(),
+            )
+        except UserMgmtError as exc:  # the flow is over: the cookie goes too
+            failed = error_response(exc)
+            failed.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="Lax")
+            return failed
         response = _redirect(result.redirect_to)
-        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="Lax")
+        if result.cookie_value and result.cookie_max_age:
+            # the cookie stays briefly: it binds the one-time code to this browser
+            _set_cookie(
+                response,
+                AuthorizationStart(
+                    "", result.cookie_value, result.cookie_max_age, result.cookie_secure
+                ),
+            )
+        else:
+            response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="Lax")
         return response
 
     @route(bp, "POST", "/auth/oauth/exchange")
     def exchange() -> Response:
         data = parse(ExchangeIn, json_body())
-        return ok(TokenPairOut.of(get_um().oauth.exchange(data.code, ctx=request_context())))
+        pair = get_um().oauth.exchange(
+            data.code, ctx=request_context(), cookie=request.cookies.get(COOKIE_NAME)
+        )
+        response = ok(TokenPairOut.of(pair))
+        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="Lax")
+        return response
 
     @route(bp, "POST", "/auth/oauth/<provider>/link")
     def link(provider: str) -> Response:

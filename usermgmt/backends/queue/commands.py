@@ -82,7 +82,12 @@ def _schedule(args: argparse.Namespace) -> int:
     try:
         scheduler = Scheduler(queue, at)
         if args.once:
-            day = scheduler.now().date()
+            day = scheduler.due_day()
+            if day is None:  # cron fired before the time of day: the next run queues it
+                print(
+                    f"the audit archive is not due before {at.strftime('%H:%M')} UTC: nothing to do"
+                )
+                return 0
             if scheduler.run_day(day):
                 print(f"queued the audit archive of {day} (job {archive_job_id(day)})")
             else:
@@ -149,7 +154,7 @@ def add_commands(sub: Any) -> None:
     schedule.add_argument(
         "--once",
         action="store_true",
-        help="queue today's archive unless another scheduler did, then exit",
+        help="queue today's archive if its time of day has passed and no scheduler did, then exit",
     )
     schedule.add_argument(
         "--at",

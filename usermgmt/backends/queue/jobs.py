@@ -61,6 +61,14 @@ def user_management() -> UserManagement:
         return _um
 
 
+def _attempt(job: Any) -> int:
+    """Which attempt of ``job`` this is: RQ counts retries down in ``retries_left``, and
+    the job carries one retry interval per retry (``RQQueue.retry_intervals``)."""
+    if job is None or not job.retry_intervals or job.retries_left is None:
+        return 1
+    return max(1, len(job.retry_intervals) - int(job.retries_left) + 1)
+
+
 def run(task: str, payload: Mapping[str, Any]) -> None:
     """Run one job (RQ calls this in the worker). Raises what the task raised."""
     from rq import get_current_job
@@ -68,7 +76,7 @@ def run(task: str, payload: Mapping[str, Any]) -> None:
     job = get_current_job()
     queue = job.origin if job is not None else "direct"
     job_id = job.id if job is not None else "-"
-    attempt = 1 + (job.number_of_retries or 0) if job is not None else 1
+    attempt = _attempt(job)
     done_key = DONE_KEY.format(job_id)
     if job is not None and job.connection.exists(done_key):
         logger.warning("task %s (job %s) already succeeded: skipped", task, job_id)

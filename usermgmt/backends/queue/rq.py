@@ -20,8 +20,11 @@ runs it through :func:`usermgmt.backends.queue.jobs.run`.
   longer than one socket timeout (``REDIS_SOCKET_TIMEOUT_SECONDS``): the failure is
   logged and counted (``backend_degradations_total{backend="redis",kind="queue"}``) and
   the job runs in this process instead, on the in-process queue's background thread
-  (with its own retries), so the HTTP response is the same and the mail still leaves
-  (SECURITY.md F8). A job run that way is lost if the process stops first.
+  (with the same retry settings), so the HTTP response is the same and the mail still
+  leaves (SECURITY.md F8). A job run that way is lost if the process stops first. When
+  only Redis's reply timed out, the job runs in-process only if Redis does not confirm
+  it holds the job (at least once: it may then run twice). A Cluster node behind a
+  ``redis://`` URL is logged as the configuration error it is, at every enqueue.
 * **Health.** :meth:`RQQueue.health` reports a queue unhealthy when its backlog or its
   failed jobs reach their thresholds, or when no worker serving it is alive.
 """
@@ -236,6 +239,7 @@ class RQQueue:
         max_attempts: int = 8,
         backoff: Sequence[int] = (10, 60, 300, 1800),
         job_timeout: int = 300,
+        job_timeouts: Mapping[str, int] | None = None,
         failed_ttl: int = 7 * 86400,
         thresholds: Mapping[str, QueueThresholds] | None = None,
         description: str = "the queue Redis",
@@ -246,6 +250,7 @@ class RQQueue:
         self.max_attempts = max_attempts
         self.backoff = [int(b) for b in backoff]
         self.job_timeout = job_timeout
+        self.job_timeouts = dict(job_timeouts or {})
         self.failed_ttl = failed_ttl
         self.thresholds = dict(thresholds or {})
         self.description = description
@@ -263,12 +268,19 @@ class RQQueue:
 
         return Queue(name, connection=self.client, serializer=JSONSerializer)
 
+    def retry_intervals(self) -> list[int]:
+        """The delay before each retry, one per retry: ``backoff`` with its last value
+        repeated. (Given a shorter list, RQ would repeat its *first* value for the extra
+        retries, so the list is always spelled out in full.)"""
+        n = self.max_attempts - 1
+        return (self.backoff + [self.backoff[-1]] * n)[:n]
+
     def _retry(self) -> Any:
         from rq import Retry
 
         if self.max_attempts < 2:
             return None
-        return Retry(max=self.max_attempts - 1, interval=self.backoff)
+        return Retry(max=self.max_attempts - 1, interval=self.retry_intervals())
 
     def _submit(
         self, task: str, payload: Mapping[str, Any], queue: str, job_id: str, unique: bool
@@ -282,7 +294,7 @@ class RQQueue:
             dict(payload),
             job_id=job_id,
             description=task,  # the payload (links with tokens) stays out of logs
-            job_timeout=self.job_timeout,
+            job_timeout=self.job_timeouts.get(queue, self.job_timeout),
             result_ttl=RESULT_TTL.get(queue, 86400),
             failure_ttl=self.failed_ttl,
             retry=self._retry(),
@@ -292,12 +304,37 @@ class RQQueue:
     def enqueue(self, task: str, payload: Mapping[str, Any], *, queue: str = EMAIL_QUEUE) -> str:
         """Queue ``task`` on Redis; returns the job id. Never raises for Redis: see the
         module docstring (the job then runs in this process)."""
+        from redis.exceptions import TimeoutError as RedisTimeout
+
         job_id = uuid.uuid4().hex
         try:
             self._submit(task, payload, queue, job_id, unique=False)
+        except ConfigurationError as exc:
+            # A Cluster node behind a redis:// URL: a deployment error, not an outage.
+            # Said loudly every time (never a silent permanent in-process queue); the
+            # mail still leaves from this process.
+            if self._runner is None:
+                raise
+            logger.error(
+                "cannot queue task %s (job %s): %s; running it in this process",
+                task,
+                job_id,
+                exc.detail,
+            )
+            hooks.count_degradation("redis", "queue")
+            return self._local().enqueue(task, payload, queue=queue)
         except Exception as exc:
             if self._runner is None:
                 raise BackendUnavailable(f"cannot queue {task!r} on {self.description}") from exc
+            if isinstance(exc, RedisTimeout) and self._stored(job_id):
+                # The request reached Redis, only the reply was late: the job is queued.
+                logger.warning(
+                    "queueing task %s (job %s) on %s timed out, but the job is there",
+                    task,
+                    job_id,
+                    self.description,
+                )
+                return job_id
             logger.error(
                 "could not queue task %s (job %s) on %s: %s; running it in this process",
                 task,
@@ -327,13 +364,24 @@ class RQQueue:
             raise BackendUnavailable(f"cannot queue {task!r} on {self.description}") from exc
         return True
 
+    def _stored(self, job_id: str) -> bool:
+        """Whether job ``job_id`` exists on Redis. False when Redis does not answer
+        either: the job then also runs in this process (at least once, maybe twice)."""
+        try:
+            return bool(self.client.exists(f"rq:job:{job_id}"))
+        except Exception as exc:
+            logger.warning("cannot tell whether job %s was queued: %s", job_id, _reason(exc))
+            return False
+
     def _local(self) -> InlineQueue:
         runner = self._runner
         if runner is None:  # pragma: no cover - enqueue() checked it
             raise RuntimeError("no in-process fallback")
         with self._lock:
             if self._fallback is None:
-                self._fallback = InlineQueue(runner, mode="thread")
+                self._fallback = InlineQueue(
+                    runner, mode="thread", max_attempts=self.max_attempts, backoff=self.backoff
+                )
             return self._fallback
 
     # --- observing ---------------------------------------------------------------------
@@ -435,6 +483,7 @@ def build(
         max_attempts=settings.queue_retry_max_attempts,
         backoff=settings.queue_retry_backoff_seconds,
         job_timeout=settings.queue_job_timeout_seconds,
+        job_timeouts={AUDIT_ARCHIVE_QUEUE: settings.queue_audit_archive_job_timeout_seconds},
         failed_ttl=settings.queue_failed_ttl_seconds,
         thresholds=thresholds(settings),
         description=f"the queue Redis at {redact(url)}",

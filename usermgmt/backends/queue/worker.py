@@ -8,7 +8,8 @@ active at a time, whatever the number of workers).
 
 * **Graceful shutdown.** SIGTERM (or SIGINT) lets the current job finish, then the
   worker deregisters and exits 0; a second signal stops it at once (cold shutdown: the
-  interrupted job is put in the failed registry by the next worker's cleanup).
+  next worker's registry cleanup retries the interrupted job if it has retries left,
+  else moves it to the failed registry; a mail may then go out twice).
 * **The application's tasks.** ``--app module:attribute`` names the application's
   UserManagement, or a function returning it, so the worker runs the tasks the
   application registered (``um.register_task``); without it the worker builds

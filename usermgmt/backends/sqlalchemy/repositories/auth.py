@@ -43,6 +43,7 @@ from usermgmt.backends.sqlalchemy.repositories._base import (
     entity_values,
     insert_ignore,
 )
+from usermgmt.errors import Conflict
 from usermgmt.models import AuditEvent, OAuthAccount, OneTimeToken, Session, TokenPurpose
 from usermgmt.ports import AuditArchiveBatch, AuditChainHead, AuditQuery
 
@@ -251,6 +252,12 @@ class SqlAuditLogRepository(SqlRepository):
         are not touched) and yields the predecessor's hash; the first event of a stream
         creates the row with ``INSERT ... ON CONFLICT DO NOTHING``. Three statements per
         event in the steady state: the head update, the event insert, the head's new hash.
+        A duplicate id puts the head back before raising, so a caller that catches the
+        Conflict and commits leaves the head in step with the events.
+
+        One transaction appending to two streams locks their heads in the order it
+        appends: two such transactions in opposite orders can deadlock on PostgreSQL
+        (one is aborted and retried as a TransactionConflict; no service does this).
         """
         heads = AUDIT_HEADS
         stream = stream_of(event.organization_id)
@@ -267,8 +274,24 @@ class SqlAuditLogRepository(SqlRepository):
             )
             self._tx.execute(create, write=True)
             row = self._tx.execute(bump, write=True).one()
-        chained = chain_event(event, int(row.seq), str(row.hash))
-        self._tx.execute(insert(AUDIT_LOGS).values(entity_values(chained, AUDIT_LOGS)), write=True)
+        seq = int(row.seq)
+        chained = chain_event(event, seq, str(row.hash))
+        # ON CONFLICT DO NOTHING: a duplicate id neither aborts a PostgreSQL transaction
+        # nor costs a savepoint. The head is put back (the row lock is still ours, so no
+        # one bumped it since) and the caller may catch Conflict and commit its other
+        # writes with the head in step with the events, as with the memory backend.
+        add_event = (
+            insert_ignore(self._tx.dialect_name, AUDIT_LOGS, ["id"])
+            .values(entity_values(chained, AUDIT_LOGS))
+            .returning(AUDIT_LOGS.c.id)  # rowcount is not reliable here (psycopg: -1)
+        )
+        if self._tx.execute(add_event, write=True).first() is None:
+            this = heads.c.stream == stream
+            if seq == 1:  # the head was created for this event: no head, as before
+                self._tx.execute(delete(heads).where(this), write=True)
+            else:
+                self._tx.execute(update(heads).where(this).values(seq=seq - 1), write=True)
+            raise Conflict(f"audit event {event.id} exists")
         self._tx.execute(
             update(heads).where(heads.c.stream == stream).values(hash=chained.hash), write=True
         )
