@@ -58,7 +58,8 @@ for _path, _modules in _EMAIL_PEERS.items():
 _OAUTH = ("authlib", "joserfc", "httpx", "oidc_provider_mock", "fastapi", "flask")
 if any(find_spec(m) is None for m in _OAUTH):
     collect_ignore_glob.extend(
-        ["oauth/*", "e2e/*", "redis/test_oauth_redis.py", "sql/test_oauth_pg.py"]
+        # the folders themselves too: their conftest.py files import httpx and Authlib
+        ["oauth", "oauth/*", "e2e", "e2e/*", "redis/test_oauth_redis.py", "sql/test_oauth_pg.py"]
     )
 
 
