@@ -15,7 +15,9 @@ from tests.audit.conftest import T0, append, archiver, hours
 from tests.sql.conftest import PgServer
 from usermgmt.backends.sqlalchemy import SqlUnitOfWorkFactory, migrate
 from usermgmt.backends.sqlalchemy.audit_roles import grant_statements
+from usermgmt.errors import Conflict
 from usermgmt.ids import new_id
+from usermgmt.testing.contracts import make_audit_event
 
 pytestmark = pytest.mark.sql
 
@@ -94,3 +96,25 @@ def test_role_names_are_checked() -> None:
     statements = grant_statements("app", "arch")
     assert "REVOKE UPDATE, DELETE, TRUNCATE ON public.audit_logs FROM app" in statements
     assert "GRANT SELECT, DELETE ON public.audit_logs TO arch" in statements
+
+
+def test_app_role_duplicate_id_puts_the_head_back(urls: tuple[str, str]) -> None:
+    """A duplicate id under the application role (no DELETE on heads): Conflict, the
+    transaction stays usable and the chains verify."""
+    app_url, _ = urls
+    app = SqlUnitOfWorkFactory(app_url)
+    try:
+        org, fresh = new_id(), new_id()
+        (first,) = append(app, org, [T0])
+        for stream in (org, fresh):  # an existing stream, then a stream's first event
+            duplicate = make_audit_event(id=first.id, organization_id=stream, occurred_at=T0)
+            with app() as uow:
+                with pytest.raises(Conflict):
+                    uow.audit.add(duplicate)
+                uow.commit()
+        append(app, org, [T0 + timedelta(minutes=1)])
+        report = archiver(app)[0].verify()
+        assert report.problems == []
+        assert report.database_events == 2
+    finally:
+        app.dispose()

@@ -12,7 +12,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from usermgmt.errors import UserMgmtError
 from usermgmt.http import ItemsOut, items
 from usermgmt.oauth import COOKIE_NAME, AuthorizationStart, CallbackResult
 from usermgmt.oauth.schemas import (
@@ -24,7 +23,6 @@ from usermgmt.oauth.schemas import (
 )
 from usermgmt.schemas import TokenPairOut
 from usermgmt_fastapi.dependencies import UM, Ctx, CurrentUser
-from usermgmt_fastapi.errors import error_response
 from usermgmt_fastapi.routers._common import access, no_store, problems
 
 __all__ = ["oauth_router"]
@@ -136,20 +134,15 @@ def oauth_router() -> APIRouter:
         state: Annotated[str | None, Query(max_length=4096)] = None,
         code: Annotated[str | None, Query(max_length=4096)] = None,
         error: Annotated[str | None, Query(max_length=4096)] = None,
-    ) -> Response:
-        try:
-            result = um.oauth.complete(
-                provider,
-                state=state,
-                code=code,
-                error=error,
-                cookie=request.cookies.get(COOKIE_NAME),
-                ctx=ctx,
-            )
-        except UserMgmtError as exc:  # the flow is over: the cookie goes too
-            failed = error_response(request, exc)
-            failed.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax")
-            return failed
+    ) -> RedirectResponse:
+        result = um.oauth.complete(
+            provider,
+            state=state,
+            code=code,
+            error=error,
+            cookie=request.cookies.get(COOKIE_NAME),
+            ctx=ctx,
+        )
         response = RedirectResponse(result.redirect_to, status_code=302)
         _keep_or_clear_cookie(response, result)
         response.headers["Cache-Control"] = "no-store"

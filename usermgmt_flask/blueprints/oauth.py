@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from usermgmt.errors import UserMgmtError
 from usermgmt.http import items
 from usermgmt.oauth import COOKIE_NAME, AuthorizationStart
 from usermgmt.oauth.schemas import (
@@ -22,7 +21,6 @@ from usermgmt.oauth.schemas import (
 from usermgmt.schemas import TokenPairOut
 from usermgmt_flask.blueprints._common import json_body, no_content, ok, parse, query, route
 from usermgmt_flask.context import current_user, get_um, request_context
-from usermgmt_flask.errors import error_response
 
 __all__ = ["oauth_blueprint"]
 
@@ -77,19 +75,14 @@ def oauth_blueprint() -> Blueprint:
     @route(bp, "GET", "/auth/oauth/<provider>/callback")
     def callback(provider: str) -> Response:
         params = query(CallbackQuery)
-        try:
-            result = get_um().oauth.complete(
-                provider,
-                state=params.state,
-                code=params.code,
-                error=params.error,
-                cookie=request.cookies.get(COOKIE_NAME),
-                ctx=request_context(),
-            )
-        except UserMgmtError as exc:  # the flow is over: the cookie goes too
-            failed = error_response(exc)
-            failed.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="Lax")
-            return failed
+        result = get_um().oauth.complete(
+            provider,
+            state=params.state,
+            code=params.code,
+            error=params.error,
+            cookie=request.cookies.get(COOKIE_NAME),
+            ctx=request_context(),
+        )
         response = _redirect(result.redirect_to)
         if result.cookie_value and result.cookie_max_age:
             # the cookie stays briefly: it binds the one-time code to this browser

@@ -286,11 +286,10 @@ class SqlAuditLogRepository(SqlRepository):
             .returning(AUDIT_LOGS.c.id)  # rowcount is not reliable here (psycopg: -1)
         )
         if self._tx.execute(add_event, write=True).first() is None:
-            this = heads.c.stream == stream
-            if seq == 1:  # the head was created for this event: no head, as before
-                self._tx.execute(delete(heads).where(this), write=True)
-            else:
-                self._tx.execute(update(heads).where(this).values(seq=seq - 1), write=True)
+            # An UPDATE, not a DELETE of a head created for this event: the application
+            # role may not delete heads. A head at seq 0 (genesis hash) is an empty chain.
+            put_back = update(heads).where(heads.c.stream == stream).values(seq=seq - 1)
+            self._tx.execute(put_back, write=True)
             raise Conflict(f"audit event {event.id} exists")
         self._tx.execute(
             update(heads).where(heads.c.stream == stream).values(hash=chained.hash), write=True
