@@ -68,16 +68,16 @@ def test_oauth_callback_on_another_instance(
     start = first.oauth.begin("test")
     back = _query(provider.login(start.url))
     result = second.oauth.complete(
-        "test", state=back["state"], code=back["code"], cookie=start.cookie_value
+        "test", state=back["state"], code=back["code"], cookie=start.cookie.value
     )
     assert result.created
     code = _query(result.redirect_to)["code"]
     # and the code works on any instance too (bound to the browser, through Redis)
-    pair = first.oauth.exchange(code, cookie=start.cookie_value)
+    pair = first.oauth.exchange(code, cookie=start.cookie.value)
     assert second.auth.authenticate(pair.access_token).email == "redis@example.com"
     with pytest.raises(OAuthStateInvalid):  # single use across instances
         first.oauth.complete(
-            "test", state=back["state"], code=back["code"], cookie=start.cookie_value
+            "test", state=back["state"], code=back["code"], cookie=start.cookie.value
         )
 
 
@@ -94,7 +94,7 @@ def test_oauth_redis_down_is_503_and_password_login_works(
     back = _query(provider.login(start.url))
     redis_process.stop()
     with pytest.raises(BackendUnavailable):  # the state cannot be checked: refused
-        um.oauth.complete("test", state=back["state"], code=back["code"], cookie=start.cookie_value)
+        um.oauth.complete("test", state=back["state"], code=back["code"], cookie=start.cookie.value)
     with pytest.raises(BackendUnavailable):
         um.oauth.begin("test")
     assert um.auth.login(user.email, password).access_token  # unaffected

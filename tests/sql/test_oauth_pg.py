@@ -60,7 +60,7 @@ def _sign_in(um: UserManagement, provider: TestProvider, name: str = "test") -> 
     start = um.oauth.begin(name)
     back = {k: v[-1] for k, v in parse_qs(urlsplit(provider.login(start.url)).query).items()}
     return um.oauth.complete(
-        name, state=back["state"], code=back["code"], cookie=start.cookie_value
+        name, state=back["state"], code=back["code"], cookie=start.cookie.value
     )
 
 
@@ -76,7 +76,7 @@ def test_oauth_exchange_code_twenty_threads(um: UserManagement, provider: TestPr
             "email_verified": True,
         }
         result = _sign_in(um, provider)
-        code, cookie = _code(result), result.cookie_value
+        code, cookie = _code(result), result.cookie.value
         results = race(THREADS, lambda _, c=code, b=cookie: um.oauth.exchange(c, cookie=b))
         pairs = [r for r in results if isinstance(r, TokenPair)]
         assert len(pairs) == 1, results
@@ -94,11 +94,11 @@ def test_oauth_two_unlinks_at_once_keep_one_way_in(
         }
         user_id = _sign_in(um, provider).user_id
         signed_in = _sign_in(um, provider)
-        pair = um.oauth.exchange(_code(signed_in), cookie=signed_in.cookie_value)
+        pair = um.oauth.exchange(_code(signed_in), cookie=signed_in.cookie.value)
         start = um.oauth.begin_link("other", user_id)
         back = {k: v[-1] for k, v in parse_qs(urlsplit(provider.login(start.url)).query).items()}
         um.oauth.complete(
-            "other", state=back["state"], code=back["code"], cookie=start.cookie_value
+            "other", state=back["state"], code=back["code"], cookie=start.cookie.value
         )
         assert len(um.oauth.accounts(user_id)) == 2
         results = race(2, lambda j, u=user_id: um.oauth.unlink(u, ["test", "other"][j]))
@@ -124,7 +124,7 @@ def test_oauth_same_new_identity_twice_at_once(um: UserManagement, provider: Tes
         results = race(
             2,
             lambda j, b=backs, s=starts: um.oauth.complete(
-                "test", state=b[j]["state"], code=b[j]["code"], cookie=s[j].cookie_value
+                "test", state=b[j]["state"], code=b[j]["code"], cookie=s[j].cookie.value
             ),
         )
         assert all(isinstance(r, CallbackResult) for r in results), results

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from usermgmt import models
 from usermgmt.schemas import Input, Output, Token
+
+if TYPE_CHECKING:
+    from usermgmt.oauth.service import ProviderInfo
 
 __all__ = [
     "AuthorizationUrlOut",
@@ -43,6 +46,14 @@ class ProviderOut(Output):
     name: str
     display_name: str
     authorize_path: str
+
+    @classmethod
+    def of(cls, provider: ProviderInfo) -> ProviderOut:
+        return cls(
+            name=provider.name,
+            display_name=provider.display_name,
+            authorize_path=f"/auth/oauth/{provider.name}/authorize",
+        )
 
 
 class OAuthAccountOut(Output):

@@ -77,6 +77,7 @@ __all__ = [
     "EXCHANGE_TTL_SECONDS",
     "STATE_TTL_SECONDS",
     "AuthorizationStart",
+    "BrowserCookie",
     "CallbackResult",
     "OAuthService",
     "ProviderInfo",
@@ -110,13 +111,21 @@ class ProviderInfo:
 
 
 @dataclass(frozen=True)
+class BrowserCookie:
+    """The browser-binding cookie (``COOKIE_NAME``) an adapter sets: HttpOnly,
+    SameSite=Lax, path ``/``; ``secure`` when our callback URL is https."""
+
+    value: str
+    max_age: int
+    secure: bool
+
+
+@dataclass(frozen=True)
 class AuthorizationStart:
     """Where to send the browser, and the cookie to set on it first."""
 
     url: str
-    cookie_value: str
-    cookie_max_age: int
-    cookie_secure: bool
+    cookie: BrowserCookie
 
 
 @dataclass(frozen=True)
@@ -127,11 +136,9 @@ class CallbackResult:
     user_id: UUID
     created: bool = False
     linked: bool = False
-    #: After a sign-in, the browser-binding cookie stays (``cookie_max_age`` seconds) so
-    #: that only this browser can exchange the code; 0: delete it (links).
-    cookie_value: str | None = None
-    cookie_max_age: int = 0
-    cookie_secure: bool = False
+    #: After a sign-in, the browser-binding cookie stays (briefly) so that only this
+    #: browser can exchange the code; None: delete it (links).
+    cookie: BrowserCookie | None = None
 
 
 class OAuthService:
@@ -221,9 +228,9 @@ class OAuthService:
         self._cache.set(_STATE_PREFIX + hash_token(state), json.dumps(record), STATE_TTL_SECONDS)
         return AuthorizationStart(
             url=url,
-            cookie_value=browser,
-            cookie_max_age=STATE_TTL_SECONDS,
-            cookie_secure=redirect_uri.startswith("https://"),
+            cookie=BrowserCookie(
+                browser, STATE_TTL_SECONDS, secure=redirect_uri.startswith("https://")
+            ),
         )
 
     def begin_link(
@@ -305,9 +312,11 @@ class OAuthService:
             append_query(target, code=one_time),
             user.id,
             created=created,
-            cookie_value=cookie,
-            cookie_max_age=EXCHANGE_TTL_SECONDS,
-            cookie_secure=self.redirect_uri(provider).startswith("https://"),
+            cookie=BrowserCookie(
+                cookie,
+                EXCHANGE_TTL_SECONDS,
+                secure=self.redirect_uri(provider).startswith("https://"),
+            ),
         )
 
     def _take_state(self, state: str | None) -> dict[str, Any]:

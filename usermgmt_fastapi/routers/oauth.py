@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from usermgmt.http import ItemsOut, items
-from usermgmt.oauth import COOKIE_NAME, AuthorizationStart, CallbackResult
+from usermgmt.oauth import COOKIE_NAME, BrowserCookie
 from usermgmt.oauth.schemas import (
     AuthorizationUrlOut,
     ExchangeIn,
@@ -41,30 +41,20 @@ def _doc(status: int) -> dict[int | str, dict[str, object]]:
     return declared
 
 
-def _set_cookie(response: Response, start: AuthorizationStart) -> None:
+def _set_cookie(response: Response, cookie: BrowserCookie | None) -> None:
+    """Set the browser-binding cookie the core asks for, or clear it (None)."""
+    if cookie is None:
+        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax")
+        return
     response.set_cookie(
         COOKIE_NAME,
-        start.cookie_value,
-        max_age=start.cookie_max_age,
+        cookie.value,
+        max_age=cookie.max_age,
         path="/",
-        secure=start.cookie_secure,
+        secure=cookie.secure,
         httponly=True,
         samesite="lax",  # sent on the provider's top-level redirect back to us
     )
-
-
-def _keep_or_clear_cookie(response: Response, result: CallbackResult) -> None:
-    """After a sign-in the cookie stays briefly: it binds the one-time code to this
-    browser (the exchange requires it); otherwise it is cleared."""
-    if result.cookie_value and result.cookie_max_age:
-        _set_cookie(
-            response,
-            AuthorizationStart(
-                "", result.cookie_value, result.cookie_max_age, result.cookie_secure
-            ),
-        )
-    else:
-        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax")
 
 
 def oauth_router() -> APIRouter:
@@ -80,14 +70,7 @@ def oauth_router() -> APIRouter:
         openapi_extra=access("anyone"),
     )
     def list_providers(um: UM) -> ItemsOut[ProviderOut]:
-        return items(
-            ProviderOut(
-                name=p.name,
-                display_name=p.display_name,
-                authorize_path=f"/auth/oauth/{p.name}/authorize",
-            )
-            for p in um.oauth.providers()
-        )
+        return items(ProviderOut.of(p) for p in um.oauth.providers())
 
     @router.get(
         "/auth/oauth/{provider}/authorize",
@@ -109,7 +92,7 @@ def oauth_router() -> APIRouter:
     ) -> RedirectResponse:
         start = um.oauth.begin(provider, redirect_url=redirect_url, ctx=ctx)
         response = RedirectResponse(start.url, status_code=302)
-        _set_cookie(response, start)
+        _set_cookie(response, start.cookie)
         response.headers["Cache-Control"] = "no-store"
         return response
 
@@ -144,7 +127,7 @@ def oauth_router() -> APIRouter:
             ctx=ctx,
         )
         response = RedirectResponse(result.redirect_to, status_code=302)
-        _keep_or_clear_cookie(response, result)
+        _set_cookie(response, result.cookie)
         response.headers["Cache-Control"] = "no-store"
         return response
 
@@ -159,7 +142,7 @@ def oauth_router() -> APIRouter:
         data: ExchangeIn, request: Request, response: Response, um: UM, ctx: Ctx
     ) -> TokenPairOut:
         pair = um.oauth.exchange(data.code, ctx=ctx, cookie=request.cookies.get(COOKIE_NAME))
-        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax")
+        _set_cookie(response, None)
         return TokenPairOut.of(pair)
 
     @router.post(
@@ -173,7 +156,7 @@ def oauth_router() -> APIRouter:
         provider: str, data: LinkIn, response: Response, user: CurrentUser, um: UM, ctx: Ctx
     ) -> AuthorizationUrlOut:
         start = um.oauth.begin_link(provider, user.id, redirect_url=data.redirect_url, ctx=ctx)
-        _set_cookie(response, start)
+        _set_cookie(response, start.cookie)
         return AuthorizationUrlOut(authorization_url=start.url)
 
     @router.get(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from usermgmt.http import items
-from usermgmt.oauth import COOKIE_NAME, AuthorizationStart
+from usermgmt.oauth import COOKIE_NAME, BrowserCookie
 from usermgmt.oauth.schemas import (
     AuthorizationUrlOut,
     AuthorizeQuery,
@@ -33,13 +33,17 @@ def _redirect(url: str) -> Response:
     return response
 
 
-def _set_cookie(response: Response, start: AuthorizationStart) -> None:
+def _set_cookie(response: Response, cookie: BrowserCookie | None) -> None:
+    """Set the browser-binding cookie the core asks for, or clear it (None)."""
+    if cookie is None:
+        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="Lax")
+        return
     response.set_cookie(
         COOKIE_NAME,
-        start.cookie_value,
-        max_age=start.cookie_max_age,
+        cookie.value,
+        max_age=cookie.max_age,
         path="/",
-        secure=start.cookie_secure,
+        secure=cookie.secure,
         httponly=True,
         samesite="Lax",  # sent on the provider's top-level redirect back to us
     )
@@ -51,16 +55,7 @@ def oauth_blueprint() -> Blueprint:
 
     @route(bp, "GET", "/auth/oauth/providers")
     def list_providers() -> Response:
-        return ok(
-            items(
-                ProviderOut(
-                    name=p.name,
-                    display_name=p.display_name,
-                    authorize_path=f"/auth/oauth/{p.name}/authorize",
-                )
-                for p in get_um().oauth.providers()
-            )
-        )
+        return ok(items(ProviderOut.of(p) for p in get_um().oauth.providers()))
 
     @route(bp, "GET", "/auth/oauth/<provider>/authorize")
     def authorize(provider: str) -> Response:
@@ -69,7 +64,7 @@ def oauth_blueprint() -> Blueprint:
             provider, redirect_url=params.redirect_url, ctx=request_context()
         )
         response = _redirect(start.url)
-        _set_cookie(response, start)
+        _set_cookie(response, start.cookie)
         return response
 
     @route(bp, "GET", "/auth/oauth/<provider>/callback")
@@ -84,16 +79,7 @@ def oauth_blueprint() -> Blueprint:
             ctx=request_context(),
         )
         response = _redirect(result.redirect_to)
-        if result.cookie_value and result.cookie_max_age:
-            # the cookie stays briefly: it binds the one-time code to this browser
-            _set_cookie(
-                response,
-                AuthorizationStart(
-                    "", result.cookie_value, result.cookie_max_age, result.cookie_secure
-                ),
-            )
-        else:
-            response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="Lax")
+        _set_cookie(response, result.cookie)
         return response
 
     @route(bp, "POST", "/auth/oauth/exchange")
@@ -103,7 +89,7 @@ def oauth_blueprint() -> Blueprint:
             data.code, ctx=request_context(), cookie=request.cookies.get(COOKIE_NAME)
         )
         response = ok(TokenPairOut.of(pair))
-        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="Lax")
+        _set_cookie(response, None)
         return response
 
     @route(bp, "POST", "/auth/oauth/<provider>/link")
@@ -115,7 +101,7 @@ def oauth_blueprint() -> Blueprint:
             provider, user.id, redirect_url=data.redirect_url, ctx=request_context()
         )
         response = ok(AuthorizationUrlOut(authorization_url=start.url))
-        _set_cookie(response, start)
+        _set_cookie(response, start.cookie)
         return response
 
     @route(bp, "GET", "/users/me/oauth-accounts")
