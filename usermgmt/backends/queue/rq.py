@@ -315,14 +315,7 @@ class RQQueue:
             # mail still leaves from this process.
             if self._runner is None:
                 raise
-            logger.error(
-                "cannot queue task %s (job %s): %s; running it in this process",
-                task,
-                job_id,
-                exc.detail,
-            )
-            hooks.count_degradation("redis", "queue")
-            return self._local().enqueue(task, payload, queue=queue)
+            return self._run_here(task, payload, queue, f"job {job_id}: {exc.detail}")
         except Exception as exc:
             if self._runner is None:
                 raise BackendUnavailable(f"cannot queue {task!r} on {self.description}") from exc
@@ -335,16 +328,16 @@ class RQQueue:
                     self.description,
                 )
                 return job_id
-            logger.error(
-                "could not queue task %s (job %s) on %s: %s; running it in this process",
-                task,
-                job_id,
-                self.description,
-                _reason(exc),
+            return self._run_here(
+                task, payload, queue, f"job {job_id} on {self.description}: {_reason(exc)}"
             )
-            hooks.count_degradation("redis", "queue")
-            return self._local().enqueue(task, payload, queue=queue)
         return job_id
+
+    def _run_here(self, task: str, payload: Mapping[str, Any], queue: str, why: str) -> str:
+        """The fallback when Redis refused a job: logged, counted, run in this process."""
+        logger.error("could not queue task %s (%s); running it in this process", task, why)
+        hooks.count_degradation("redis", "queue")
+        return self._local().enqueue(task, payload, queue=queue)
 
     def enqueue_once(
         self, task: str, payload: Mapping[str, Any], *, queue: str, job_id: str
