@@ -215,7 +215,8 @@ def test_the_flask_example_under_gunicorn_merges_metrics_of_both_workers(tmp_pat
                     status="200",
                 )
             )
-        workers = {path.stem.rsplit("_", 1)[-1] for path in directory.glob("*.db")}
+    # read once the server has stopped: a worker may create its files after the last answer
+    workers = {path.stem.rsplit("_", 1)[-1] for path in directory.glob("*.db")}
     assert totals == {float(requests)}
     assert "1" not in workers  # the stale file is gone
     assert len(workers) >= 2, sorted(directory.iterdir())  # both workers wrote samples
