@@ -88,7 +88,7 @@ def prepare_archiver() -> Callable[[], dict[str, Any]]:
                 out.write(
                     f"{time.strftime('%H:%M:%S')} {done}/{total} events in {now:.0f} s "
                     f"({done / max(now, 1e-9):.0f}/s, cpu {time.process_time():.0f} s, "
-                    f"rss {_rss_mib():.0f} MiB)\n"
+                    f"rss {_rss_mib():.0f} MiB, load {os.getloadavg()[0]:.1f})\n"
                 )
 
     def run() -> dict[str, Any]:
@@ -171,14 +171,17 @@ def main() -> None:
     setup_peak = _peak_rss_mib()
     profile_path = os.environ.get("BENCH_PROFILE")
     profiler = cProfile.Profile() if profile_path else None
+    result_load = os.getloadavg()[0]
     start = time.perf_counter()
     cpu_start = time.process_time()
     if profiler is not None:
         profiler.enable()
     result = work()
+    result["loadavg_1m_start"] = result_load
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(f"{profile_path}.{mode}")
+    result["loadavg_1m_end"] = os.getloadavg()[0]
     result["seconds"] = time.perf_counter() - start
     result["cpu_seconds"] = time.process_time() - cpu_start
     result["peak_rss_mib"] = _peak_rss_mib()

@@ -13,6 +13,13 @@ Environment:
                             objects at day boundaries and at 50,000 events)
 ``USERMGMT_BENCH_PROFILE``  a path prefix: also write cProfile dumps of the runs there
 ``USERMGMT_TEST_DATABASE_URL``  an existing PostgreSQL instead of a private one
+``USERMGMT_BENCH_PGDATA``   a directory (outside the repository, e.g. /work/benchdata/pg):
+                            a PostgreSQL cluster kept there between runs. The events are
+                            loaded once into a template database (one per events /
+                            streams / days / generator version); every run archives a
+                            copy of it (``CREATE DATABASE ... TEMPLATE``, seconds instead
+                            of the load's minutes). ``python benchmarks/test_audit_archive.py``
+                            only loads the template.
 
 The events are generated with valid hash chains and loaded with ``COPY`` by one
 process per core (indexes dropped during the load and rebuilt after), then archived by
@@ -29,8 +36,10 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -54,6 +63,9 @@ EVENTS = int(os.environ.get("USERMGMT_BENCH_EVENTS", "10000000"))
 STREAMS = int(os.environ.get("USERMGMT_BENCH_STREAMS", "20"))
 DAYS = int(os.environ.get("USERMGMT_BENCH_DAYS", "10"))
 PROFILE = os.environ.get("USERMGMT_BENCH_PROFILE")
+PGDATA = os.environ.get("USERMGMT_BENCH_PGDATA")
+#: Part of the template database's name: bump it when the generated events change.
+GENERATOR_VERSION = 1
 #: Also measure the floor pipeline (default: yes up to 1,000,000 events).
 PIPELINE = os.environ.get("USERMGMT_BENCH_PIPELINE", "1" if EVENTS <= 1_000_000 else "0") == "1"
 #: Where the archiver run reports progress (events, seconds, RSS) while it runs.
@@ -94,8 +106,53 @@ def pg_url() -> Iterator[str]:
     if given:
         yield given.replace("postgresql+psycopg://", "postgresql://", 1)
         return
+    if PGDATA:
+        with _persistent_server(Path(PGDATA)) as url:
+            yield url
+        return
     with _private_server() as url:
         yield url
+
+
+@contextlib.contextmanager
+def _persistent_server(data: Path) -> Iterator[str]:
+    """A PostgreSQL cluster in ``data`` (created there the first time), started on a free
+    loopback port for the run and stopped (cleanly: the data stays) afterwards."""
+    from tests.sql.conftest import _pg_bin, _run
+
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        raise RuntimeError("no PostgreSQL binaries")
+    as_postgres = os.geteuid() == 0  # PostgreSQL refuses to run as root
+    socket_dir = Path(tempfile.mkdtemp(prefix="usermgmt-bench-pg-"))
+    if as_postgres:
+        socket_dir.chmod(0o777)
+    if not (data / "PG_VERSION").exists():
+        data.mkdir(parents=True, exist_ok=True)
+        if as_postgres:
+            shutil.chown(data, "postgres", "postgres")
+        command = [str(bin_dir / "initdb"), "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"]
+        done = _run(
+            [*command, "--no-sync", "-U", "postgres", "-D", str(data)], as_postgres=as_postgres
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed: {done.stderr.strip()[-500:]}")
+    port = free_port()
+    options = (
+        f"-c listen_addresses=127.0.0.1 -p {port} -k {socket_dir} -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100 "
+        "-c max_wal_size=8GB -c shared_buffers=256MB"
+    )
+    pg_ctl = [str(bin_dir / "pg_ctl"), "-w", "-t", "120", "-D", str(data)]
+    log = data / "server.log"
+    started = _run([*pg_ctl, "-l", str(log), "-o", options, "start"], as_postgres=as_postgres)
+    if started.returncode != 0:
+        raise RuntimeError(f"pg_ctl start failed: {started.stderr.strip()[-500:]}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        _run([*pg_ctl, "-m", "fast", "stop"], as_postgres=as_postgres)
+        shutil.rmtree(socket_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -340,6 +397,51 @@ def load_events(url: str, total: int, streams: int) -> float:
     return time.perf_counter() - started
 
 
+def _database_url(server_url: str, name: str) -> str:
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def template_name() -> str:
+    return f"usermgmt_bench_g{GENERATOR_VERSION}_{EVENTS}_{STREAMS}_{DAYS}"
+
+
+def ensure_template(server_url: str) -> float:
+    """Load the events into the template database unless it exists; seconds spent.
+
+    Loaded under a temporary name and renamed when complete, so an interrupted load is
+    never taken for a template."""
+    import psycopg
+
+    name = template_name()
+    loading = f"{name}_loading"
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        found = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if found.fetchone() is not None:
+            return 0.0
+        connection.execute(f'DROP DATABASE IF EXISTS "{loading}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{loading}"')
+    seconds = load_events(_database_url(server_url, loading), EVENTS, STREAMS)
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(f'ALTER DATABASE "{loading}" RENAME TO "{name}"')
+    return seconds
+
+
+def copy_template(server_url: str, database: str) -> float:
+    """``database`` as a fresh copy of the template (migrated to head); seconds."""
+    import psycopg
+
+    from usermgmt.backends.sqlalchemy import migrate
+
+    started = time.perf_counter()
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(
+            f'CREATE DATABASE "{database}" TEMPLATE "{template_name()}" STRATEGY FILE_COPY'
+        )
+    url = _database_url(server_url, database)
+    migrate.upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    return time.perf_counter() - started
+
+
 # --- the measured runs -------------------------------------------------------------------------
 
 
@@ -389,6 +491,7 @@ def _table(rows: list[tuple[str, dict[str, Any]]], load_seconds: float) -> str:
             f"{r['events_per_second']:>10,.0f} {r['cpu_seconds']:>8.1f} "
             f"{r['events'] / max(r['cpu_seconds'], 1e-9):>9,.0f} "
             f"{r['peak_rss_mib']:>6.0f} MiB {r['setup_peak_rss_mib']:>6.0f} MiB"
+            f"  load {r['loadavg_1m_start']:.1f} -> {r['loadavg_1m_end']:.1f}"
         )
     lines.append(
         f"target: >= {TARGET_EVENTS_PER_SECOND:,} events/s, peak RSS < {TARGET_PEAK_RSS_MIB} MiB"
@@ -405,10 +508,16 @@ def test_archive_events_from_postgresql_to_s3(
 
     with psycopg.connect(pg_url, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{database}"')
-        connection.execute(f'CREATE DATABASE "{database}"')
-    url = pg_url.rsplit("/", 1)[0] + f"/{database}"
+        if not PGDATA:
+            connection.execute(f'CREATE DATABASE "{database}"')
+    url = _database_url(pg_url, database)
     try:
-        load_seconds = load_events(url, EVENTS, STREAMS)
+        if PGDATA:
+            load_seconds = ensure_template(pg_url)
+            copy_seconds = copy_template(pg_url, database)
+            print(f"\ntemplate loaded in {load_seconds:.0f} s, copied in {copy_seconds:.0f} s")
+        else:
+            load_seconds = load_events(url, EVENTS, STREAMS)
         floor = run_worker("pipeline", url, s3_endpoint) if PIPELINE else None
         fast = run_worker("fast", url, s3_endpoint) if PIPELINE else None
         results: list[dict[str, Any]] = []
@@ -442,3 +551,10 @@ def test_archive_events_from_postgresql_to_s3(
     finally:
         with contextlib.suppress(Exception), psycopg.connect(pg_url, autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+if __name__ == "__main__":  # load the template database only (USERMGMT_BENCH_PGDATA)
+    if not PGDATA:
+        sys.exit("set USERMGMT_BENCH_PGDATA")
+    with _persistent_server(Path(PGDATA)) as server:
+        print(f"{template_name()}: loaded in {ensure_template(server):.0f} s")

@@ -99,9 +99,9 @@ class UserManagement:
             template_dirs=email_template_dirs, defaults={"app_name": self.settings.app_name}
         )
         self.hasher: PasswordHasher = hasher or PasslibHasher.from_settings(self.settings)
-        warm_up = getattr(self.hasher, "warm_up", None)
-        if callable(warm_up):
-            warm_up()  # compute the dummy hash now, not on the first unknown-user login
+        # The dummy hash of SEC-AU-02 is computed by the hasher on first need (before the
+        # first failing login is answered), not here: a process that only archives or
+        # runs jobs never pays for it (argon2: PASSWORD_ARGON2_MEMORY_KIB of memory).
         b = self.backends
         self.kernel = Kernel(
             settings=self.settings,
@@ -231,6 +231,8 @@ class UserManagement:
             self.backends.blobs,
             self.clock,
             after_days=self.settings.audit_archive_after_days,
+            compress_level=self.settings.audit_archive_gzip_level,
+            concurrency=self.settings.audit_archive_concurrency,
         )
 
     def _archive_audit(self, payload: Mapping[str, Any]) -> None:

@@ -21,6 +21,7 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
+from json.scanner import make_scanner
 from typing import Any
 from uuid import UUID
 
@@ -39,6 +40,7 @@ __all__ = [
     "event_from_record",
     "event_hash",
     "event_record",
+    "metadata_json",
     "organization_of",
     "stream_of",
 ]
@@ -81,6 +83,20 @@ def _object_json(value: Any) -> str:
 
 
 _HEX = frozenset("0123456789abcdef")
+_SCAN: Any = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # typeshed
+
+
+def metadata_json(text: str) -> str:
+    """The canonical JSON (as in :func:`canonical_json`) of the value in the JSON text
+    ``text``, e.g. a jsonb column's text: the archiver's fast path. ValueError if
+    ``text`` is not JSON; RecursionError if nested too deep."""
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        raise ValueError("not JSON") from None
+    if end != len(text):
+        value = json.loads(text)  # trailing whitespace, or raises
+    return _object_json(value)
 
 
 def _time(value: datetime) -> str:

@@ -335,6 +335,31 @@ class UnitOfWorkFactory(Protocol):
         """Raise BackendUnavailable if the store cannot be reached (health checks)."""
 
 
+@runtime_checkable
+class OneStatementReads(Protocol):
+    """Optional: the per-request checks, each in one statement outside any transaction.
+
+    A :class:`UnitOfWorkFactory` over a remote database may offer these so that an
+    authenticated request costs one round trip instead of a transaction (BEGIN, several
+    SELECTs, ROLLBACK). One statement sees one consistent snapshot, so each answer is the
+    one the unit-of-work reads it replaces would give; nothing is cached. The services
+    use them when the factory has them and fall back to units of work otherwise.
+    Database failures raise :class:`~usermgmt.errors.BackendUnavailable`.
+    """
+
+    def live_session_user(self, session_id: UUID, user_id: UUID) -> tuple[bool, User | None]:
+        """On the primary: (whether the session exists and is not revoked, the user or None)."""
+
+    def user_by_id(self, user_id: UUID) -> User | None:
+        """The user or None, from a read replica when there is one (``replica=True``)."""
+
+    def member_roles(
+        self, organization_id: UUID, user_id: UUID
+    ) -> tuple[bool, builtins.list[Role]] | None:
+        """On the primary: None if the user is not a member of the organization, else
+        (whether the user is active, the membership's roles there with their permissions)."""
+
+
 # --- cache, rate limiting, lockout, revocation -------------------------------------
 
 

@@ -28,16 +28,19 @@ core errors, which the installed error handlers render as 401/403/404 problems.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Annotated, Any, Final, TypeVar
 
 from fastapi import Depends, Path, Request
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.base import SecurityBase
 from starlette.concurrency import run_in_threadpool
 
 from usermgmt.app import UserManagement
 from usermgmt.backends.memory import MemoryCache, MemoryRevocationStore, MemoryUnitOfWorkFactory
 from usermgmt.errors import AuthenticationError, ConfigurationError
+from usermgmt.http import bearer_token_from
 from usermgmt.models import AccessClaims, EffectivePermissions, RequestContext, User
 from usermgmt.observability.context import set_user_id
 from usermgmt.permissions import validate_permission_name
@@ -52,6 +55,8 @@ __all__ = [
     "Claims",
     "Ctx",
     "CurrentUser",
+    "CurrentUserDependency",
+    "PermissionDependency",
     "bearer_token",
     "current_claims",
     "current_user",
@@ -63,11 +68,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-_bearer = HTTPBearer(
-    auto_error=False,
-    scheme_name="bearer",
-    description="An access token from POST /auth/login or /auth/refresh.",
-)
+_BEARER_DESCRIPTION: Final = "An access token from POST /auth/login or /auth/refresh."
+_bearer = HTTPBearer(auto_error=False, scheme_name="bearer", description=_BEARER_DESCRIPTION)
 
 
 def _um_of(request: Request) -> UserManagement:
@@ -184,22 +186,54 @@ def _authenticate(um: UserManagement, token: str) -> User:
     return user
 
 
-async def current_user(request: Request, credentials: _Credentials) -> User:
-    """The active user the access token belongs to. Raises InvalidToken and subclasses (401).
+def _token_in(request: Request) -> str:
+    """The bearer token of the ``Authorization`` header (the same parsing as FastAPI's
+    HTTPBearer). Raises AuthenticationError when there is none."""
+    token = bearer_token_from(request.headers.get("authorization"))
+    if token is None:
+        raise AuthenticationError("Authentication required: send a bearer access token.")
+    return token
 
-    The user id goes to the logging context of the request. One threadpool round trip
-    (token verification and the user's row; none with in-process backends, see
-    :func:`reads_in_process`), none at all when a :func:`require_permission`
-    dependency of the same request already authenticated this token.
-    """
-    um = _um_of(request)
-    token = _token_of(credentials)
-    user = _remembered(request, um, token)
-    if user is None:
-        user = await _call(um, _authenticate, um, token)
-        _remember(request, um, token, user)
-    return user
 
+class _BearerScheme(SecurityBase):
+    """A dependency that is also the ``bearer`` HTTP security scheme of the OpenAPI
+    document (FastAPI declares it on every route using it, as for HTTPBearer) and does
+    its whole work in one call taking the request: FastAPI resolves one node with no
+    sub-dependency, instead of a chain of small ones whose resolution costs more per
+    request than the work itself."""
+
+    def __init__(self) -> None:
+        self.model = HTTPBearerModel(description=_BEARER_DESCRIPTION)
+        self.scheme_name = _bearer.scheme_name
+
+
+class CurrentUserDependency(_BearerScheme):
+    """The class of :data:`current_user` (one instance is enough: use that)."""
+
+    async def __call__(self, request: Request) -> User:
+        """The active user the access token belongs to. Raises InvalidToken and
+        subclasses (401).
+
+        The user id goes to the logging context of the request. One threadpool round
+        trip (token verification and the user's row; none with in-process backends, see
+        :func:`reads_in_process`), none at all when a :func:`require_permission`
+        dependency of the same request already authenticated this token.
+        """
+        um = _um_of(request)
+        token = _token_in(request)
+        user = _remembered(request, um, token)
+        if user is None:
+            user = await _call(um, _authenticate, um, token)
+            _remember(request, um, token, user)
+        return user
+
+    def __repr__(self) -> str:
+        return "usermgmt_fastapi.current_user"
+
+
+#: The dependency giving the active user the bearer access token belongs to (401
+#: otherwise): ``Depends(current_user)``; see :meth:`CurrentUserDependency.__call__`.
+current_user: Final = CurrentUserDependency()
 
 CurrentUser = Annotated[User, Depends(current_user)]
 
@@ -217,10 +251,45 @@ def _authorize(
     if user is None:
         user = _authenticate(um, token)
     org = parse_uuid(org_id, "organization")
+    # The usual answer (a member holding the permission) needs no request context: it
+    # is built only for a refusal, which require() audits.
+    effective = um.authz.effective(user.id, org)
+    if effective is not None and permission in effective.permissions:
+        return user, effective
     return user, um.authz.require(user.id, org, permission, _context_of(request, um))
 
 
-def require_permission(permission: str) -> Callable[..., Awaitable[EffectivePermissions]]:
+class PermissionDependency(_BearerScheme):
+    """What :func:`require_permission` returns: the dependency requiring
+    ``permission`` in the organization of the path parameter ``org_id``."""
+
+    def __init__(self, permission: str) -> None:
+        super().__init__()
+        validate_permission_name(permission)
+        self.permission = permission
+        self.usermgmt_permission = permission  # introspection (SEC-AC-01)
+        self.__name__ = f"require_permission[{permission}]"
+
+    async def __call__(
+        self, request: Request, org_id: Annotated[str, Path()]
+    ) -> EffectivePermissions:
+        """The caller's effective permissions in the organization ``org_id``; see
+        :func:`require_permission`."""
+        um = _um_of(request)
+        token = _token_in(request)
+        known = _remembered(request, um, token)
+        user, effective = await _call(
+            um, _authorize, um, token, known, org_id, self.permission, request
+        )
+        if known is None:
+            _remember(request, um, token, user)
+        return effective
+
+    def __repr__(self) -> str:
+        return f"usermgmt_fastapi.require_permission({self.permission!r})"
+
+
+def require_permission(permission: str) -> PermissionDependency:
     """A dependency requiring ``permission`` in the organization named by the path
     parameter ``org_id``; it returns the caller's effective permissions there.
 
@@ -228,23 +297,7 @@ def require_permission(permission: str) -> Callable[..., Awaitable[EffectivePerm
     without the permission 403 (audited). Raises ValidationError at once for a name
     that is not ``resource:action``. Authentication (as :func:`current_user`) and the
     permission check run together in one threadpool round trip (none with in-process
-    backends, see :func:`reads_in_process`).
+    backends, see :func:`reads_in_process`). The dependency declares the ``bearer``
+    security scheme, like :data:`current_user`.
     """
-    validate_permission_name(permission)
-
-    async def dependency(
-        request: Request, org_id: Annotated[str, Path()], credentials: _Credentials
-    ) -> EffectivePermissions:
-        um = _um_of(request)
-        token = _token_of(credentials)
-        known = _remembered(request, um, token)
-        user, effective = await _call(um, _authorize, um, token, known, org_id, permission, request)
-        if known is None:
-            _remember(request, um, token, user)
-        return effective
-
-    dependency.__name__ = f"require_permission[{permission}]"
-    dependency.__qualname__ = dependency.__name__
-    marked: Any = dependency
-    marked.usermgmt_permission = permission  # introspection (SEC-AC-01)
-    return dependency
+    return PermissionDependency(permission)

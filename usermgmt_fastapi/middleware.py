@@ -47,6 +47,7 @@ from usermgmt.http import DEFAULT_MAX_BODY_BYTES, HSTS, REQUEST_ID_HEADER, SECUR
 from usermgmt.observability import hooks
 from usermgmt.observability.context import bind_request, current_user_id, unbind_request
 from usermgmt.observability.metrics import UNMATCHED_ROUTE
+from usermgmt.ports import RateLimitResult
 from usermgmt_fastapi.errors import internal_error_response, render
 
 __all__ = [
@@ -123,22 +124,76 @@ _SECURITY_RAW: Final = tuple(
     (key.lower().encode("latin-1"), value.encode("latin-1"))
     for key, value in SECURITY_HEADERS.items()
 )
-_HSTS_RAW: Final = ((b"strict-transport-security", HSTS.encode("latin-1")),)
-
-
-class _Served:
-    """What the response of one request has shown so far (its status; whether it started)."""
-
-    __slots__ = ("started", "status")
-
-    def __init__(self) -> None:
-        self.status = 500
-        self.started = False
+_HSTS_SECURITY_RAW: Final = (
+    *_SECURITY_RAW,
+    (b"strict-transport-security", HSTS.encode("latin-1")),
+)
 
 
 class _BodyTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"The request body is larger than {limit} bytes.")
+
+
+class _Exchange:
+    """One request in flight: what the response has shown so far (its status, whether
+    it started), the headers to add to it, and the wrapped ``send`` and ``receive``."""
+
+    __slots__ = (
+        "added",
+        "https",
+        "max_body",
+        "receive_",
+        "received",
+        "request_id",
+        "send_",
+        "started",
+        "status",
+    )
+
+    def __init__(
+        self, send: Send, receive: Receive, request_id: str, https: bool, max_body: int
+    ) -> None:
+        self.send_ = send
+        self.receive_ = receive
+        self.request_id = request_id
+        self.https = https
+        self.max_body = max_body
+        self.status = 500
+        self.started = False
+        self.received = 0
+        #: Added to the response unless it has them already (the request id always).
+        self.added: list[tuple[bytes, bytes]] = []
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+            self.started = True
+            raw: list[tuple[bytes, bytes]] = []
+            present: set[bytes] = set()
+            for item in message.get("headers", ()):
+                name = item[0].lower()
+                if name != _REQUEST_ID_RAW:
+                    raw.append(item)
+                    present.add(name)
+            raw.append((_REQUEST_ID_RAW, self.request_id.encode("latin-1")))
+            for item in self.added:
+                if item[0] not in present:  # a stricter limit's own numbers win
+                    raw.append(item)
+            for item in _HSTS_SECURITY_RAW if self.https else _SECURITY_RAW:
+                if item[0] not in present:
+                    raw.append(item)
+            message = {**message, "headers": raw}
+        await self.send_(message)
+
+    async def receive(self) -> Message:
+        """The request's messages, the body counted as it arrives."""
+        message = await self.receive_()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.max_body:
+                raise _BodyTooLarge(self.max_body)
+        return message
 
 
 class UserMgmtMiddleware:
@@ -163,6 +218,7 @@ class UserMgmtMiddleware:
         self.um = um
         self.max_body_bytes = max_body_bytes
         self.exempt_prefixes = tuple(exempt_prefixes)
+        self._exempt = http.exemption(self.exempt_prefixes)
         self.metrics = metrics
         self._patterns: list[tuple[str, re.Pattern[str]]] | None = None
 
@@ -189,15 +245,67 @@ class UserMgmtMiddleware:
                 )
         request_id = http.request_id_from(given_id)
         scope.setdefault("state", {})["request_id"] = request_id
-        served = _Served()
+        exchange = _Exchange(
+            send, receive, request_id, scope.get("scheme") == "https", self.max_body_bytes
+        )
+        path: str = scope.get("path", "")
+        exempt = self._exempt(path)
         tokens = bind_request(request_id)
         try:
-            await self._serve(
-                scope, receive, send, served, request_id, forwarded_for, content_length
-            )
+            refusal = None
+            # --- global rate limit --------------------------------------------------------
+            if not exempt:
+                refusal = await self._count(scope, exchange, forwarded_for, path)
+            # --- body size ----------------------------------------------------------------
+            if refusal is None and content_length is not None:
+                refusal = http.check_content_length(
+                    content_length, self.max_body_bytes, instance=path, request_id=request_id
+                )
+            if refusal is not None:
+                await render(refusal)(scope, receive, exchange.send)
+            else:
+                await self._call_app(scope, exchange, path)
         finally:
-            self._observe(scope, served.status, time.perf_counter() - started)
+            self._observe(scope, exchange.status, time.perf_counter() - started, path, exempt)
             unbind_request(tokens)
+
+    async def _count(
+        self, scope: Scope, exchange: _Exchange, forwarded_for: str | None, path: str
+    ) -> http.ProblemReply | None:
+        """Count the request against the global rate limit: the ``RateLimit-*`` headers
+        go to the response; the refusal to answer instead, if any."""
+        um = self._um(scope)
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if _in_process(um.backends.rate_limiter):  # a lock and a dict: no I/O
+            outcome = http.count_global_rate(um, peer, forwarded_for)
+        else:  # off the event loop: Redis is a network round trip
+            outcome = await run_in_threadpool(http.count_global_rate, um, peer, forwarded_for)
+        if type(outcome) is RateLimitResult and outcome.allowed:  # the usual answer
+            exchange.added = http.rate_limit_headers_raw(outcome)
+            return None
+        verdict = http.global_rate_verdict(outcome, instance=path, request_id=exchange.request_id)
+        exchange.added = [
+            (key.lower().encode("latin-1"), value.encode("latin-1"))
+            for key, value in verdict.headers.items()
+        ]
+        return verdict.refusal
+
+    async def _call_app(self, scope: Scope, exchange: _Exchange, path: str) -> None:
+        """The application, with a last resort."""
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        except Exception as exc:
+            logger.error(
+                "unhandled %s",
+                type(exc).__name__,
+                exc_info=exc,
+                extra={"request_id": exchange.request_id},
+            )
+            if exchange.started:
+                raise  # the response is half sent: let the server close the connection
+            response = internal_error_response(exchange.request_id, path)
+            await response(scope, exchange.receive_, exchange.send)
 
     def _route(self, scope: Scope) -> str:
         if scope.get("route") is None and self._patterns is None:
@@ -208,14 +316,13 @@ class UserMgmtMiddleware:
                 self._patterns = []
         return route_template(scope, self._patterns or ())
 
-    def _observe(self, scope: Scope, status: int, seconds: float) -> None:
-        method = str(scope.get("method", ""))
+    def _observe(self, scope: Scope, status: int, seconds: float, path: str, exempt: bool) -> None:
+        method: str = scope.get("method", "")
         route = self._route(scope)
         if self.metrics:
             hooks.observe_http(method, route, status, seconds)
-        path = str(scope.get("path", ""))
         # Probes and scrapes come every few seconds: they are logged at DEBUG only.
-        level = logging.DEBUG if http.is_exempt(path, self.exempt_prefixes) else logging.INFO
+        level = logging.DEBUG if exempt else logging.INFO
         if access_logger.isEnabledFor(level):
             access_logger.log(
                 level,
@@ -232,92 +339,3 @@ class UserMgmtMiddleware:
                     "user_id": current_user_id(),
                 },
             )
-
-    async def _serve(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        served: _Served,
-        request_id: str,
-        forwarded_for: str | None,
-        content_length: str | None,
-    ) -> None:
-        um = self._um(scope)
-        path: str = scope.get("path", "")
-        # Added to the response unless it has them already (the request id always):
-        # raw (name, value) pairs, encoded once.
-        added: list[tuple[bytes, bytes]] = []
-        https = scope.get("scheme") == "https"
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                served.status = int(message["status"])
-                served.started = True
-                raw: list[tuple[bytes, bytes]] = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in raw}
-                raw = [item for item in raw if item[0].lower() != _REQUEST_ID_RAW]
-                raw.append((_REQUEST_ID_RAW, request_id.encode("latin-1")))
-                for item in (*added, *_SECURITY_RAW, *(_HSTS_RAW if https else ())):
-                    if item[0] not in present:  # a stricter limit's own numbers win
-                        present.add(item[0])
-                        raw.append(item)
-                message = {**message, "headers": raw}
-            await send(message)
-
-        async def refuse(reply: http.ProblemReply) -> None:
-            await render(reply)(scope, receive, send_with_headers)
-
-        # --- global rate limit ----------------------------------------------------------
-        if not http.is_exempt(path, self.exempt_prefixes):
-            client = scope.get("client")
-            arguments = (um, client[0] if client else None, forwarded_for)
-            if _in_process(um.backends.rate_limiter):  # a lock and a dict: no I/O
-                verdict = http.check_global_rate(*arguments, instance=path, request_id=request_id)
-            else:  # off the event loop: Redis is a network round trip
-                verdict = await run_in_threadpool(
-                    http.check_global_rate, *arguments, instance=path, request_id=request_id
-                )
-            added.extend(
-                (key.lower().encode("latin-1"), value.encode("latin-1"))
-                for key, value in verdict.headers.items()
-            )
-            if verdict.refusal is not None:
-                await refuse(verdict.refusal)
-                return
-
-        # --- body size ------------------------------------------------------------------
-        refusal = http.check_content_length(
-            content_length,
-            self.max_body_bytes,
-            instance=path,
-            request_id=request_id,
-        )
-        if refusal is not None:
-            await refuse(refusal)
-            return
-        received = 0
-
-        async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise _BodyTooLarge(self.max_body_bytes)
-            return message
-
-        # --- the application, with a last resort ----------------------------------------
-        try:
-            await self.app(scope, counted_receive, send_with_headers)
-        except Exception as exc:
-            logger.error(
-                "unhandled %s",
-                type(exc).__name__,
-                exc_info=exc,
-                extra={"request_id": request_id},
-            )
-            if served.started:
-                raise  # the response is half sent: let the server close the connection
-            response = internal_error_response(request_id, path)
-            await response(scope, receive, send_with_headers)

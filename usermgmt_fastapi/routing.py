@@ -10,17 +10,22 @@ with the literal first segments of its routes (``/auth``, ``/users``, ...) and a
 ever says "no" for a path none of its routes could match, full or partial (a partial
 match is a 405), so routing decisions are unchanged. FastAPI versions that copy an
 included router's routes into the application never ask the gate: nothing changes there.
+
+:func:`gated_together` puts several gated routers behind one more gate (the union of
+their segments), so that a request to one of the application's own routes is refused
+by one check instead of one per router.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter
 from starlette.routing import Match
 from starlette.types import Scope
 
-__all__ = ["gated"]
+__all__ = ["gated", "gated_together"]
 
 
 def _first_segment(path: str) -> str | None:
@@ -92,3 +97,21 @@ def gated(router: APIRouter, prefix: str = "") -> APIRouter:
     gate._prefix = prefix
     gate._segments = frozenset(segments)
     return gate
+
+
+def gated_together(routers: Sequence[APIRouter], prefix: str = "") -> list[APIRouter]:
+    """The routers to include (in order, each with ``prefix``) for ``routers``: one
+    router holding each of them :func:`gated`, behind a gate of all their segments, or
+    (when one of them cannot be gated) each of them gated on its own."""
+    inner = [gated(router, prefix) for router in routers]
+    segments: set[str] = set()
+    for router in inner:
+        if not isinstance(router, _GatedRouter) or router._segments is None:
+            return inner
+        segments |= router._segments
+    gate = _GatedRouter()
+    for router in inner:
+        gate.include_router(router)
+    gate._prefix = prefix
+    gate._segments = frozenset(segments)
+    return [gate]

@@ -42,18 +42,20 @@ EXPECTED: dict[str, dict[str, int]] = {
     "sqlite": {
         "login": 9,  # BEGIN + user by email | BEGIN + user FOR UPDATE, UPDATE user, INSERT session, audit (3)
         "refresh": 7,  # BEGIN, session, user, UPDATE session (compare-and-set), audit (3)
-        "has_permission_cold": 4,  # BEGIN, membership, user, roles with permissions
+        # The per-request checks are one statement each outside a transaction (no BEGIN):
+        # membership + user + roles + permissions; session (revocation) + user.
+        "has_permission_cold": 1,
         "has_permission_warm": 0,
-        "authenticate": 3,  # BEGIN, session (revocation), user: one unit of work
+        "authenticate": 1,
         "members_list": 4,  # BEGIN, roles, memberships, users IN (...)
     },
     # PostgreSQL: BEGIN is implicit; a write that may break a constraint runs in a SAVEPOINT.
     "postgresql": {
         "login": 9,  # user by email | user FOR NO KEY UPDATE, SAVEPOINT, UPDATE, RELEASE, INSERT, audit (3)
         "refresh": 6,
-        "has_permission_cold": 3,
+        "has_permission_cold": 1,  # one SELECT in autocommit (no BEGIN / ROLLBACK either)
         "has_permission_warm": 0,
-        "authenticate": 2,
+        "authenticate": 1,
         "members_list": 3,
     },
 }

@@ -5,9 +5,10 @@ bearer token of the ``Authorization`` header.
 
 from __future__ import annotations
 
+import math
+import os
 import re
-import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -23,6 +24,7 @@ from usermgmt.http.problems import (
 
 if TYPE_CHECKING:
     from usermgmt.app import UserManagement
+    from usermgmt.ports import RateLimitResult
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -33,7 +35,11 @@ __all__ = [
     "bearer_token_from",
     "check_content_length",
     "check_global_rate",
+    "count_global_rate",
+    "exemption",
+    "global_rate_verdict",
     "is_exempt",
+    "rate_limit_headers_raw",
     "request_id_from",
 ]
 
@@ -54,12 +60,25 @@ def request_id_from(given: str | None) -> str:
     ``[A-Za-z0-9._~:+/=-]``), else a fresh one."""
     if given is not None and _REQUEST_ID.match(given):
         return given
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 32 hex digits, like uuid4().hex, without the object
 
 
 def is_exempt(path: str, prefixes: Iterable[str]) -> bool:
     """Whether ``path`` is one of ``prefixes`` or below one (paths never rate-limited)."""
     return any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
+
+
+def exemption(prefixes: Iterable[str]) -> Callable[[str], bool]:
+    """:func:`is_exempt` for fixed ``prefixes``, prepared once: one set look-up and one
+    ``startswith`` per call."""
+    given = tuple(prefixes)
+    exact = frozenset(given)
+    below = tuple(p.rstrip("/") + "/" for p in given)
+
+    def exempt(path: str) -> bool:
+        return path in exact or path.startswith(below)
+
+    return exempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,28 +90,40 @@ class RateVerdict:
     refusal: ProblemReply | None = None
 
 
-def check_global_rate(
-    um: UserManagement,
-    peer: str | None,
-    forwarded_for: str | None,
+def count_global_rate(
+    um: UserManagement, peer: str | None, forwarded_for: str | None
+) -> RateLimitResult | UserMgmtError | None:
+    """Count the request against the global per-client limit (``RATE_LIMIT_*``; the
+    client address follows ``TRUSTED_PROXIES``): the limiter's decision, None when
+    nothing is counted (disabled, unknown client), or the error the limiter raised.
+    Synchronous: with Redis this is a network round trip."""
+    try:
+        return um.check_request_rate(um.client_ip(peer, forwarded_for))
+    except UserMgmtError as exc:
+        return exc
+
+
+def global_rate_verdict(
+    outcome: RateLimitResult | UserMgmtError | None,
     *,
     instance: str | None,
     request_id: str | None,
 ) -> RateVerdict:
-    """Count the request against the global per-client limit (``RATE_LIMIT_*``; the
-    client address follows ``TRUSTED_PROXIES``). Refused: 429 ``rate_limited`` with
-    ``Retry-After``. A limiter that fails answers its error's status (503 when down).
-    Synchronous: with Redis this is a network round trip."""
-    address = um.client_ip(peer, forwarded_for)
-    try:
-        decision = um.check_request_rate(address)
-    except UserMgmtError as exc:
+    """The verdict for an outcome of :func:`count_global_rate`. Refused: 429
+    ``rate_limited`` with ``Retry-After``; a limiter that failed answers its error's
+    status (503 when down)."""
+    if outcome is None:
+        return RateVerdict()
+    if isinstance(outcome, UserMgmtError):
         refusal = problem(
-            status_for(exc), exc.code, detail=exc.title, instance=instance, request_id=request_id
+            status_for(outcome),
+            outcome.code,
+            detail=outcome.title,
+            instance=instance,
+            request_id=request_id,
         )
         return RateVerdict(refusal=refusal)
-    if decision is None:
-        return RateVerdict()
+    decision = outcome
     headers = rate_limit_headers(decision.limit, decision.remaining, decision.reset_after)
     if decision.allowed:
         return RateVerdict(headers)
@@ -110,6 +141,33 @@ def check_global_rate(
             headers=refused,
         ),
     )
+
+
+def check_global_rate(
+    um: UserManagement,
+    peer: str | None,
+    forwarded_for: str | None,
+    *,
+    instance: str | None,
+    request_id: str | None,
+) -> RateVerdict:
+    """Count the request against the global per-client limit (``RATE_LIMIT_*``; the
+    client address follows ``TRUSTED_PROXIES``). Refused: 429 ``rate_limited`` with
+    ``Retry-After``. A limiter that fails answers its error's status (503 when down).
+    Synchronous: with Redis this is a network round trip."""
+    return global_rate_verdict(
+        count_global_rate(um, peer, forwarded_for), instance=instance, request_id=request_id
+    )
+
+
+def rate_limit_headers_raw(decision: RateLimitResult) -> list[tuple[bytes, bytes]]:
+    """The ``RateLimit-*`` headers of an allowed decision as raw ASGI pairs (lower-case
+    names): the same values as :func:`~usermgmt.http.problems.rate_limit_headers`."""
+    return [
+        (b"ratelimit-limit", b"%d" % decision.limit),
+        (b"ratelimit-remaining", b"%d" % max(0, decision.remaining)),
+        (b"ratelimit-reset", b"%d" % max(0, math.ceil(decision.reset_after))),
+    ]
 
 
 def check_content_length(

@@ -21,17 +21,20 @@ break of each stream.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import json
 import logging
+import sys
+import threading
 import zlib
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from usermgmt.audit_chain import (
     GENESIS_HASH,
@@ -40,6 +43,7 @@ from usermgmt.audit_chain import (
     encode_parts,
     event_from_record,
     event_record,
+    metadata_json,
     organization_of,
 )
 from usermgmt.errors import BlobExists, BlobIntegrityError, Conflict, UserMgmtError
@@ -127,23 +131,28 @@ class _Batch:
     blocks of :data:`WRITE_BLOCK` lines, compressed by ``packer`` (one thread: zlib
     releases the GIL) while the next block is encoded; one block in flight at most."""
 
-    def __init__(self, stream: str, first: AuditEvent, packer: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        stream: str,
+        first_at: datetime,
+        first_seq: int,
+        packer: ThreadPoolExecutor,
+        level: int = COMPRESS_LEVEL,
+    ) -> None:
         self.stream = stream
-        self.day = _utc_day(first.occurred_at)
+        self.day = _utc_day(first_at)
         #: The batch's UTC day is [day_start, day_end).
         self.day_start = datetime.combine(self.day, time(), UTC)
         self.day_end = self.day_start + timedelta(days=1)
         self.count = 0
-        self.first_seq = self.last_seq = int(first.chain_seq or 0)
-        self.min_at = self.max_at = first.occurred_at
+        self.first_seq = self.last_seq = first_seq
+        self.min_at = self.max_at = first_at
         self._lines: list[str] = []
         self._packer = packer
         self._pending: Future[int] | None = None
         self._buffer = io.BytesIO()
         # mtime=0 and no file name: the same events always give the same bytes.
-        self._gzip = gzip.GzipFile(
-            fileobj=self._buffer, mode="wb", mtime=0, compresslevel=COMPRESS_LEVEL
-        )
+        self._gzip = gzip.GzipFile(fileobj=self._buffer, mode="wb", mtime=0, compresslevel=level)
 
     def fits(self, at: datetime, batch_size: int) -> bool:
         """Whether an event at ``at`` belongs in this batch (same UTC day, room left)."""
@@ -161,6 +170,24 @@ class _Batch:
         lines.append(line)
         if len(lines) >= WRITE_BLOCK:
             self._write()
+
+    def add_lines(self, lines: list[str], last_seq: int) -> None:
+        """Append whole lines (the fast path: times and counts come from the database)."""
+        self.last_seq = last_seq
+        self.count += len(lines)
+        self._lines.extend(lines)
+        self._write()
+
+    def __enter__(self) -> _Batch:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        """On an exception the batch is given up (after the compressor's block)."""
+        if exc_type is not None:
+            self._lines.clear()
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                pending.exception()
 
     def _write(self) -> None:
         if self._lines:
@@ -208,12 +235,49 @@ def read_archive_object(data: bytes) -> Iterator[AuditEvent]:
         text = gzip.decompress(data).decode()
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise ValueError(f"not a gzip JSON Lines object: {exc}") from None
-    for number, line in enumerate(text.splitlines(), 1):
+    # Lines end in "\n" only: str.splitlines() would also split at U+2028, U+2029 and
+    # U+0085, which canonical JSON (ensure_ascii=False) leaves unescaped in strings.
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    for number, line in enumerate(lines, 1):
         try:
             event = _line_event(line)
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"line {number} is not an audit event ({exc})") from None
         yield event
+
+
+_T = TypeVar("_T")
+
+
+def _read_ahead(pages: Iterator[_T], reader: ThreadPoolExecutor) -> Iterator[_T]:
+    """``pages``, the next one read in ``reader`` while the caller works on this one (the
+    driver releases the GIL while it waits for the database, so the database's work
+    overlaps ours). One page ahead at most; ``pages`` is closed at the end."""
+    end: Any = object()
+    pending: Future[_T] = reader.submit(next, pages, end)
+    try:
+        while (page := pending.result()) is not end:
+            pending = reader.submit(next, pages, end)
+            yield page
+    finally:
+        pending.exception()  # never two threads in ``pages`` at once
+        close = getattr(pages, "close", None)
+        if close is not None:
+            close()
+
+
+class _Run:
+    """One :meth:`AuditArchiver.archive` call, shared by the threads archiving streams."""
+
+    def __init__(self, report: ArchiveReport, progress: Progress | None) -> None:
+        self.report = report
+        self.progress = progress
+        self.total = 0
+        self.lock = threading.Lock()
+        #: Set when an unexpected exception ends the run: streams not started are skipped.
+        self.stop = False
 
 
 class AuditArchiver:
@@ -232,15 +296,21 @@ class AuditArchiver:
         after_days: int,
         batch_size: int = DEFAULT_BATCH_SIZE,
         page_size: int = PAGE_SIZE,
+        compress_level: int = COMPRESS_LEVEL,
+        concurrency: int = 1,
     ) -> None:
-        if batch_size < 1 or page_size < 1:
-            raise ValueError("batch_size and page_size must be positive")
+        if batch_size < 1 or page_size < 1 or concurrency < 1:
+            raise ValueError("batch_size, page_size and concurrency must be positive")
+        if not 1 <= compress_level <= 9:
+            raise ValueError("compress_level must be 1..9")
         self._uow = uow
         self.storage = storage
         self._clock = clock
         self.after_days = after_days
         self.batch_size = batch_size
         self.page_size = page_size
+        self.compress_level = compress_level
+        self.concurrency = concurrency
 
     # --- reading ---------------------------------------------------------------------
 
@@ -299,42 +369,107 @@ class AuditArchiver:
         Failures of one stream (storage down, checksum mismatch, a different object
         under the key, a broken chain) are logged and listed in ``problems``; that
         stream keeps its rows and the others go on. Other exceptions propagate (the
-        rows of the batch in flight are kept).
+        rows of the batch in flight are kept). With ``concurrency`` > 1, that many
+        streams are archived at once (threads; streams are independent chains).
         """
         cutoff = self._clock.now() - timedelta(days=self.after_days)
-        report = ArchiveReport(cutoff=cutoff, dry_run=dry_run)
-        total = 0
+        run = _Run(ArchiveReport(cutoff=cutoff, dry_run=dry_run), progress)
         if progress is not None:
             with self._uow(read_only=True) as uow:
-                total = uow.audit_archive.count_before(cutoff)
-            progress(0, total)
-        for head in self._heads(None):
+                run.total = uow.audit_archive.count_before(cutoff)
+            progress(0, run.total)
+        if self.concurrency == 1:
+            for head in self._heads(None):
+                self._archive_one(head.stream, run)
+            return run.report
+        with ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix="audit-archive"
+        ) as pool:
+            pending: set[Future[None]] = set()
             try:
-                self._archive_stream(head.stream, cutoff, report, dry_run, progress, total)
-            except UserMgmtError as exc:
-                problem = f"stream {head.stream}: archival stopped: {exc.detail}"
-                logger.error("audit archive: %s", problem)
-                report.problems.append(problem)
-        return report
+                for head in self._heads(None):
+                    if len(pending) >= 2 * self.concurrency:  # bounded: heads are paged
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            future.result()
+                    pending.add(pool.submit(self._archive_one, head.stream, run))
+            finally:
+                run.stop = bool(pending) and sys.exc_info()[0] is not None
+                done, _ = wait(pending)
+            for future in done:
+                future.result()
+        run.report.problems.sort()
+        return run.report
 
-    def _archive_stream(
-        self,
-        stream: str,
-        cutoff: datetime,
-        report: ArchiveReport,
-        dry_run: bool,
-        progress: Progress | None,
-        total: int,
-    ) -> None:
+    def _archive_one(self, stream: str, run: _Run) -> None:
+        if run.stop:
+            return
+        try:
+            self._archive_stream(stream, run)
+        except UserMgmtError as exc:
+            problem = f"stream {stream}: archival stopped: {exc.detail}"
+            logger.error("audit archive: %s", problem)
+            with run.lock:
+                run.report.problems.append(problem)
+
+    def _archive_stream(self, stream: str, run: _Run) -> None:
         ledger = self._batches(stream)
         after_seq = ledger[-1].last_seq if ledger else 0
-        expected = after_seq + 1
         prev: str | None = None if ledger else GENESIS_HASH
+        with self._uow(read_only=True) as uow:
+            fast = bool(getattr(uow.audit_archive, "builds_lines", False))
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-archive-gzip") as packer,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-archive-put") as putter,
+        ):
+            flushing: list[Future[None]] = []
+            try:
+                if fast:
+                    self._archive_built(stream, after_seq, prev, run, packer, putter, flushing)
+                else:
+                    self._archive_events(stream, after_seq, prev, run, packer, putter, flushing)
+            finally:
+                for future in flushing:  # the last one; let it finish (or fail) first
+                    future.exception()
+            for future in flushing:
+                future.result()
+
+    def _broken(self, stream: str, after_seq: int, problem: str) -> Conflict:
+        ledger_now = self._batches(stream)
+        if ledger_now and ledger_now[-1].last_seq > after_seq:
+            return Conflict("archived meanwhile by another archiver run; skipped")
+        return Conflict(f"broken chain, not archived: {problem}")
+
+    def _hand_over(
+        self, batch: _Batch, run: _Run, putter: ThreadPoolExecutor, flushing: list[Future[None]]
+    ) -> None:
+        """Flush ``batch`` in the ``putter`` thread (upload, HEAD, ledger and DELETE)
+        while the caller reads the next one, after the previous flush succeeded: one
+        batch in flight at most, recorded in chain order, none after a failure."""
+        for future in flushing:
+            future.result()
+        flushing.clear()
+        flushing.append(putter.submit(self._flush, batch, run))
+
+    def _archive_events(
+        self,
+        stream: str,
+        after_seq: int,
+        prev: str | None,
+        run: _Run,
+        packer: ThreadPoolExecutor,
+        putter: ThreadPoolExecutor,
+        flushing: list[Future[None]],
+    ) -> None:
+        """The generic path: events through the repository interface, each checked and
+        encoded here."""
+        cutoff = run.report.cutoff
+        expected = after_seq + 1
         batch: _Batch | None = None
         batch_size = self.batch_size
         sha256 = hashlib.sha256
         organization = organization_of(stream)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-archive-gzip") as packer:
+        with contextlib.ExitStack() as batches:
             for event in self._prefetched_events(stream, after_seq):
                 at = event.occurred_at
                 if at >= cutoff:
@@ -361,31 +496,136 @@ class AuditArchiver:
                         event, stream=stream, seq=expected, prev_hash=prev
                     )
                     if problem is not None:
-                        ledger_now = self._batches(stream)
-                        if ledger_now and ledger_now[-1].last_seq > after_seq:
-                            raise Conflict("archived meanwhile by another archiver run; skipped")
-                        raise Conflict(f"broken chain, not archived: {problem}")
+                        raise self._broken(stream, after_seq, problem)
                 if batch is not None and not batch.fits(at, batch_size):
-                    self._flush(batch, report, dry_run, progress, total)
+                    self._hand_over(batch, run, putter, flushing)
                     batch = None
                 if batch is None:
-                    batch = _Batch(stream, event, packer)
+                    batch = _Batch(stream, at, expected, packer, self.compress_level)
+                    batches.enter_context(batch)
                 batch.add(expected, at, line)
                 expected, prev = expected + 1, event.hash
-            if batch is not None:
-                self._flush(batch, report, dry_run, progress, total)
+        if batch is not None:
+            self._hand_over(batch, run, putter, flushing)
 
-    def _flush(
+    def _archive_built(
         self,
-        batch: _Batch,
-        report: ArchiveReport,
-        dry_run: bool,
-        progress: Progress | None,
-        total: int,
+        stream: str,
+        after_seq: int,
+        prev: str | None,
+        run: _Run,
+        packer: ThreadPoolExecutor,
+        putter: ThreadPoolExecutor,
+        flushing: list[Future[None]],
     ) -> None:
+        """The fast path of a repository that finds the batches and writes most of each
+        canonical line itself (PostgreSQL): here each line is completed with its
+        canonical ``metadata``, hashed and checked against the stored hash, link and
+        sequence number; any event that does not pass goes through the reference check
+        (:func:`check_and_encode`), which archives it or says what is wrong."""
+        expected = after_seq + 1
+        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-archive-read")
+        with reader:
+            while not run.stop:
+                found = self._next_built_batch(
+                    stream, after_seq, expected, prev, run, packer, reader
+                )
+                if found is None:
+                    return
+                batch, expected, prev = found
+                self._hand_over(batch, run, putter, flushing)
+                after_seq = batch.last_seq
+
+    def _next_built_batch(
+        self,
+        stream: str,
+        after_seq: int,
+        expected: int,
+        prev: str | None,
+        run: _Run,
+        packer: ThreadPoolExecutor,
+        reader: ThreadPoolExecutor,
+    ) -> tuple[_Batch, int, str | None] | None:
+        """The next batch of :meth:`_archive_built` (compressed, not flushed) and the
+        next ``(expected, prev)``; None when the stream has no more due events."""
+        with self._uow(read_only=True) as uow:
+            repo: Any = uow.audit_archive
+            found = repo.next_batch(
+                stream, after_seq=after_seq, limit=self.batch_size, cutoff=run.report.cutoff
+            )
+            if found is None:
+                return None
+            count, last_seq, min_at, max_at = found
+            batch = _Batch(stream, min_at, expected, packer, self.compress_level)
+            with batch:
+                pages = repo.line_parts(stream, after_seq=after_seq, last_seq=last_seq)
+                for rows in _read_ahead(pages, reader):
+                    lines, expected, prev = self._complete(stream, rows, expected, prev, after_seq)
+                    batch.add_lines(lines, expected - 1)
+                if expected - 1 != last_seq or batch.count != count:
+                    problem = (
+                        f"stream {stream}: expected seq {after_seq + 1}..{last_seq}, "
+                        f"read ..{expected - 1}"
+                    )
+                    raise self._broken(stream, after_seq, problem)
+        batch.min_at, batch.max_at = min_at, max_at
+        return batch, expected, prev
+
+    def _complete(
+        self,
+        stream: str,
+        rows: Sequence[Any],
+        expected: int,
+        prev: str | None,
+        after_seq: int,
+    ) -> tuple[list[str], int, str | None]:
+        """The archive lines of a page of line parts (see ``audit_lines``) continuing the
+        chain at ``expected``/``prev``, and the next ``(expected, prev)``."""
+        sha256 = hashlib.sha256
+        lines: list[str] = []
+        add = lines.append
+        # ``metadata`` comes as jsonb text ('{"a": 1, "b": [2, 3]}'): without the spaces
+        # it is often canonical already (keys in the same order, no ", " or ": " inside
+        # strings), which the hash check tells; else it is parsed and encoded. After a
+        # wrong guess, the rest of the page skips guessing.
+        guess = True
+        for head, middle, metadata, tail, seq, prev_hash, hash_ in rows:
+            if seq == expected and (prev is None or prev_hash == prev) and metadata is not None:
+                # A matching SHA-256 proves these the very bytes that were hashed, i.e.
+                # the canonical form (and hash_ 64 hex digits: no escaping needed).
+                if guess:
+                    body = f"{middle}{metadata.replace(', ', ',').replace(': ', ':')}{tail}"
+                    if sha256(f"{head}{body}".encode()).hexdigest() == hash_:
+                        add(f'{head}"hash":"{hash_}",{body}')
+                        expected, prev = expected + 1, hash_
+                        continue
+                    guess = False
+                try:
+                    body = f"{middle}{metadata_json(metadata)}{tail}"
+                except (TypeError, ValueError, RecursionError):
+                    body = ""  # not JSON: never hashes right (and the reference says why)
+                if body and sha256(f"{head}{body}".encode()).hexdigest() == hash_:
+                    add(f'{head}"hash":"{hash_}",{body}')
+                    expected, prev = expected + 1, hash_
+                    continue
+            # Unusual or wrong: the reference check on the event itself (read on another
+            # connection: the reader thread may be using this one).
+            with self._uow(read_only=True) as uow:
+                events = uow.audit_archive.events(stream, after_seq=int(seq) - 1, limit=1)
+            if not events:
+                raise self._broken(stream, after_seq, f"stream {stream} seq {seq}: vanished")
+            problem, line = check_and_encode(events[0], stream=stream, seq=expected, prev_hash=prev)
+            if problem is not None:
+                raise self._broken(stream, after_seq, problem)
+            add(line)
+            expected, prev = expected + 1, events[0].hash
+        return lines, expected, prev
+
+    def _flush(self, batch: _Batch, run: _Run) -> None:
         data = batch.finish()
         key = batch.key
-        if not dry_run:
+        report = run.report
+        if not report.dry_run:
             data = self._store(key, data)
             ledger_row = AuditArchiveBatch(
                 stream=batch.stream,
@@ -414,12 +654,13 @@ class AuditArchiver:
                     )
                 uow.commit()
             logger.info("audit archive: %s (%d events)", key, batch.count)
-        report.batches += 1
-        report.events += batch.count
-        if len(report.keys) < MAX_REPORTED_KEYS:
-            report.keys.append(key)
-        if progress is not None:
-            progress(report.events, total)
+        with run.lock:
+            report.batches += 1
+            report.events += batch.count
+            if len(report.keys) < MAX_REPORTED_KEYS:
+                report.keys.append(key)
+            if run.progress is not None:
+                run.progress(report.events, run.total)
 
     def _store(self, key: str, data: bytes) -> bytes:
         """Upload with the checksum, then confirm size and checksum of what is stored;

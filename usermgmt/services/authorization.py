@@ -18,7 +18,7 @@ from uuid import UUID
 from usermgmt.errors import BackendUnavailable, NotFound, PermissionDenied
 from usermgmt.models import EffectivePermissions, RequestContext, Role
 from usermgmt.permissions import SYSTEM_ROLES
-from usermgmt.ports import UnitOfWork
+from usermgmt.ports import OneStatementReads, UnitOfWork
 from usermgmt.services.base import Kernel
 
 logger = logging.getLogger("usermgmt.authz")
@@ -48,6 +48,8 @@ class AuthorizationService:
         # are not trusted (this process reads the database) until a retry succeeds
         self._unflushed: set[UUID] = set()
         self._unflushed_lock = threading.Lock()
+        # one SELECT per answer instead of a transaction, when the database offers it
+        self._one = kernel.uow if isinstance(kernel.uow, OneStatementReads) else None
 
     # --- public API --------------------------------------------------------------------
 
@@ -207,6 +209,12 @@ class AuthorizationService:
     def _from_db(
         self, user_id: UUID, organization_id: UUID
     ) -> tuple[frozenset[str], frozenset[str]] | None:
+        if self._one is not None:
+            found = self._one.member_roles(organization_id, user_id)
+            if found is None or not found[0]:
+                return None  # not a member, or a deactivated account (as in compute)
+            roles = found[1]
+            return self.permissions_of(roles), frozenset(role.name for role in roles)
         return self._k.read(lambda uow: self.compute(uow, user_id, organization_id), replica=False)
 
     def _remember(self, body: str) -> tuple[frozenset[str], frozenset[str]] | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from usermgmt.clock import SystemClock
@@ -32,9 +34,16 @@ class MemoryRateLimiter:
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock: Clock = clock if clock is not None else SystemClock()
+        # The system clock's time without a datetime per hit (this runs on every request).
+        self._now: Callable[[], float] = (
+            time.time if type(self._clock) is SystemClock else self._clock_now
+        )
         self._logs: dict[str, _Log] = {}
         self._lock = threading.Lock()
         self._hits = 0
+
+    def _clock_now(self) -> float:
+        return self._clock.now().timestamp()
 
     def hit(self, key: str, *, limit: int, window_seconds: float, cost: int = 1) -> RateLimitResult:
         """Count ``cost`` against ``limit`` per ``window_seconds``; raises ValueError
@@ -42,7 +51,7 @@ class MemoryRateLimiter:
         if limit < 1 or cost < 1 or window_seconds <= 0:
             raise ValueError("limit and cost must be >= 1 and window_seconds > 0")
         with self._lock:
-            now = self._clock.now().timestamp()
+            now = self._now()
             log = self._logs.get(key)
             if log is None:
                 log = self._logs[key] = _Log(window=window_seconds)

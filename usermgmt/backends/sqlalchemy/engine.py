@@ -2,6 +2,9 @@
 
 * ``postgresql://`` and ``postgres://`` URLs (as the seed writes them) are driven by
   psycopg 3 (``postgresql+psycopg://``); an explicit driver is kept as given.
+* Pooled connections are not pinged before use: a connection the server dropped is
+  detected by the first statement that uses it, and that statement runs once more on a
+  fresh connection (see :mod:`usermgmt.backends.sqlalchemy.uow`).
 * ``?connection_limit=20&pool_timeout=10`` (the seed's pool settings) become the pool's
   ``pool_size`` (with no overflow) and ``pool_timeout``; they are stripped from the URL
   before connecting.
@@ -17,28 +20,37 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from usermgmt.errors import ConfigurationError, MissingDependency
+from usermgmt.backends.sqlalchemy.errors import raise_translated
+from usermgmt.errors import BackendUnavailable, ConfigurationError, MissingDependency
 from usermgmt.observability import hooks
 
 __all__ = [
+    "AUTOCOMMIT_OPTION",
     "READ_ONLY_OPTION",
     "SQLITE_BUSY_TIMEOUT_MS",
     "EngineOptions",
     "build_engine",
+    "connect_first",
     "parse_url",
     "redact",
 ]
 
 #: Execution option marking a connection as serving a read-only unit of work.
 READ_ONLY_OPTION = "usermgmt_read_only"
+
+#: Execution option of a connection that runs single statements outside a transaction
+#: (:mod:`usermgmt.backends.sqlalchemy.hot`): SQLite then gets no ``BEGIN``.
+AUTOCOMMIT_OPTION = "usermgmt_autocommit"
 
 #: How long a SQLite connection waits for the database lock before failing.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -116,10 +128,9 @@ def parse_url(url: str) -> EngineOptions:
     if timeout is not None:
         kwargs["pool_timeout"] = float(_positive("pool_timeout", timeout, float))
     parsed = parsed.set(query=query)
-
-    if backend == "postgresql":
-        # A server restart or failover must not surface as an error on a pooled connection.
-        kwargs["pool_pre_ping"] = True
+    # No pool_pre_ping (a round trip per checkout): a connection that died while pooled
+    # is detected by the first statement of a unit of work, which then runs again on a
+    # fresh connection (SqlUnitOfWork._run, hot.one_statement).
     return EngineOptions(parsed, kwargs)
 
 
@@ -138,7 +149,10 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(connection: Connection) -> None:
-    if connection.get_execution_options().get(READ_ONLY_OPTION):
+    options = connection.get_execution_options()
+    if options.get(AUTOCOMMIT_OPTION):
+        return  # one statement, its own implicit transaction
+    if options.get(READ_ONLY_OPTION):
         connection.exec_driver_sql("BEGIN")
     else:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -195,3 +209,26 @@ def build_engine(url: str, *, echo: bool = False) -> Engine:
     event.listen(engine, "after_cursor_execute", _after_cursor_execute)
     event.listen(engine, "handle_error", _on_error)
     return engine
+
+
+logger = logging.getLogger("usermgmt.sql")
+
+
+def _connect(engine: Engine) -> Connection:
+    try:
+        return engine.connect()
+    except SQLAlchemyError as exc:
+        raise_translated(exc)
+
+
+def connect_first(engines: Sequence[Engine]) -> Connection:
+    """A connection of the first engine that connects: read replicas first, the primary
+    last (a replica that cannot be reached is skipped with a warning). Raises
+    BackendUnavailable when the last one cannot connect either."""
+    *replicas, last = engines
+    for engine in replicas:
+        try:
+            return _connect(engine)
+        except BackendUnavailable:
+            logger.warning("read replica %s unavailable; reading from the next", redact(engine.url))
+    return _connect(last)

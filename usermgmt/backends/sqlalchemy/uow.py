@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
+from uuid import UUID
 
-from sqlalchemy import Connection, CursorResult, Engine, Executable, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    Executable,
+    Select,
+    literal_column,
+    select,
+)
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from usermgmt.backends.sqlalchemy.engine import READ_ONLY_OPTION, build_engine, redact
+from usermgmt.backends.sqlalchemy import hot
+from usermgmt.backends.sqlalchemy.engine import (
+    READ_ONLY_OPTION,
+    build_engine,
+    connect_first,
+    redact,
+)
 from usermgmt.backends.sqlalchemy.errors import raise_translated
 from usermgmt.backends.sqlalchemy.repositories import (
     SqlAuditArchiveRepository,
@@ -27,7 +43,8 @@ from usermgmt.backends.sqlalchemy.repositories import (
     SqlSessionRepository,
     SqlUserRepository,
 )
-from usermgmt.errors import BackendUnavailable
+from usermgmt.errors import BackendUnavailable, UserMgmtError
+from usermgmt.models import Role, User
 from usermgmt.ports import (
     AuditArchiveRepository,
     AuditLogRepository,
@@ -46,12 +63,9 @@ __all__ = ["SqlUnitOfWork", "SqlUnitOfWorkFactory"]
 
 logger = logging.getLogger("usermgmt.sql")
 
+T = TypeVar("T")
 
-def _connect(engine: Engine) -> Connection:
-    try:
-        return engine.connect()
-    except SQLAlchemyError as exc:
-        raise_translated(exc)
+_SELECT_1: Select[Any] = select(literal_column("1"))
 
 
 class SqlUnitOfWork:
@@ -71,6 +85,7 @@ class SqlUnitOfWork:
         self._engines = tuple(engines)  # tried in order: a replica first, then the primary
         self.read_only = read_only
         self._connection: Connection | None = None
+        self._fresh = False  # nothing sent yet on the connection (see _run)
         self._dialect_name = engines[0].dialect.name
         self.users: UserRepository = SqlUserRepository(self)
         self.organizations: OrganizationRepository = SqlOrganizationRepository(self)
@@ -95,15 +110,40 @@ class SqlUnitOfWork:
             raise RuntimeError("use the repositories inside 'with uow:'")
         return self._connection
 
-    def execute(self, statement: Executable, *, write: bool = False) -> CursorResult[Any]:
-        """Run ``statement`` in the transaction; database errors come out translated."""
+    def _run(self, work: Callable[[Connection], T]) -> T:
+        """``work(connection)`` with database errors translated.
+
+        Pooled connections are not pinged before use (a round trip per unit of work).
+        Instead, when the first statement of the unit of work finds its connection dead
+        (a server restart or failover since it was pooled), SQLAlchemy discards it and
+        every older pooled connection, and the statement runs once more on a fresh one:
+        nothing was sent in this transaction yet, so nothing can be lost or doubled.
+        """
         connection = self._open()
-        if write and self.read_only:
-            raise RuntimeError("this unit of work is read-only")
+        fresh, self._fresh = self._fresh, False
         try:
-            return connection.execute(statement)
+            return work(connection)
+        except DBAPIError as exc:
+            if not (fresh and exc.connection_invalidated):
+                raise_translated(exc)
         except SQLAlchemyError as exc:
             raise_translated(exc)
+        logger.info("database connection lost while pooled; retrying on a new one")
+        with contextlib.suppress(SQLAlchemyError):
+            connection.close()
+        self._connection = None
+        self._connection = connection = self._checkout()
+        try:
+            return work(connection)
+        except SQLAlchemyError as exc:
+            raise_translated(exc)
+
+    def execute(self, statement: Executable, *, write: bool = False) -> CursorResult[Any]:
+        """Run ``statement`` in the transaction; database errors come out translated."""
+        if write and self.read_only:
+            self._open()
+            raise RuntimeError("this unit of work is read-only")
+        return self._run(lambda connection: connection.execute(statement))
 
     def execute_guarded(self, statement: Executable) -> int:
         """Run a write that may break a constraint; the rows it matched.
@@ -112,41 +152,35 @@ class SqlUnitOfWork:
         runs in a savepoint: a translated EmailTaken (say) leaves the unit of work usable,
         as with the other backends. SQLite undoes just the failed statement by itself.
         """
-        connection = self._open()
+        self._open()
         if self.read_only:
             raise RuntimeError("this unit of work is read-only")
-        try:
-            if self._dialect_name != "postgresql":
-                return connection.execute(statement).rowcount
+        if self._dialect_name != "postgresql":
+            return self._run(lambda connection: connection.execute(statement).rowcount)
+
+        def guarded(connection: Connection) -> int:
             with connection.begin_nested():
                 return connection.execute(statement).rowcount
-        except SQLAlchemyError as exc:
-            raise_translated(exc)
+
+        return self._run(guarded)
 
     # -- UnitOfWork ------------------------------------------------------------------------
 
     def __enter__(self) -> Self:
         if self._connection is not None:
             raise RuntimeError("this unit of work is already open")
-        *replicas, last = self._engines
-        connection: Connection | None = None
-        for engine in replicas:
-            try:
-                connection = _connect(engine)
-                break
-            except BackendUnavailable:
-                logger.warning(
-                    "read replica %s unavailable; reading from the next", redact(engine.url)
-                )
-        if connection is None:
-            connection = _connect(last)
+        self._connection = self._checkout()
+        self._fresh = True
+        return self
+
+    def _checkout(self) -> Connection:
+        connection = connect_first(self._engines)
         if self.read_only:
             options: dict[str, Any] = {READ_ONLY_OPTION: True}
             if connection.dialect.name == "postgresql":
                 options["postgresql_readonly"] = True
             connection.execution_options(**options)
-        self._connection = connection
-        return self
+        return connection
 
     def __exit__(
         self,
@@ -170,6 +204,7 @@ class SqlUnitOfWork:
     def commit(self) -> None:
         """Commit the writes since the last commit; the unit of work stays open."""
         connection = self._open()
+        self._fresh = False
         try:
             connection.commit()
         except SQLAlchemyError as exc:
@@ -213,17 +248,39 @@ class SqlUnitOfWorkFactory:
         IMMEDIATE) transaction; ``replica`` ones are served by a replica when there is one."""
         if not replica or not self.replicas:
             return SqlUnitOfWork([self.engine], read_only=read_only or replica)
+        return SqlUnitOfWork(self._replica_engines(), read_only=True)
+
+    def _replica_engines(self) -> tuple[Engine, ...]:
+        """The next replica in turn, then the primary (or the primary alone)."""
+        if not self.replicas:
+            return (self.engine,)
         with self._turn_lock:
             turn = next(self._turn)
-        chosen = self.replicas[turn % len(self.replicas)]
-        return SqlUnitOfWork([chosen, self.engine], read_only=True)
+        return (self.replicas[turn % len(self.replicas)], self.engine)
+
+    # -- OneStatementReads: one autocommit SELECT each (see usermgmt.backends.sqlalchemy.hot)
+
+    def live_session_user(self, session_id: UUID, user_id: UUID) -> tuple[bool, User | None]:
+        """(whether the session exists unrevoked, the user or None), read on the primary."""
+        params = {"session_id": session_id, "user_id": user_id}
+        return hot.session_user(hot.rows((self.engine,), hot.SESSION_USER, params))
+
+    def user_by_id(self, user_id: UUID) -> User | None:
+        """The user or None, from a replica when there is one."""
+        return hot.user_by_id(hot.rows(self._replica_engines(), hot.USER, {"user_id": user_id}))
+
+    def member_roles(self, organization_id: UUID, user_id: UUID) -> tuple[bool, list[Role]] | None:
+        """None for a non-member, else (the user is active, the membership's roles)."""
+        params = {"organization_id": organization_id, "user_id": user_id}
+        return hot.member_roles(hot.rows((self.engine,), hot.MEMBER_ROLES, params))
 
     def check(self) -> None:
         """Run ``SELECT 1`` on the primary; raises BackendUnavailable when it fails."""
         try:
-            with self.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-        except SQLAlchemyError as exc:
+            hot.rows((self.engine,), _SELECT_1, {})
+        except BackendUnavailable:
+            raise
+        except UserMgmtError as exc:
             raise BackendUnavailable("The database is unavailable.") from exc
 
     def dispose(self) -> None:

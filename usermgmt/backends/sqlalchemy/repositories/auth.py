@@ -10,6 +10,7 @@ therefore share its lock.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from datetime import datetime
 from json.scanner import make_scanner
@@ -38,6 +39,7 @@ from usermgmt.backends.sqlalchemy.models import (
     SessionRow,
     table_of,
 )
+from usermgmt.backends.sqlalchemy.repositories import audit_lines
 from usermgmt.backends.sqlalchemy.repositories._base import (
     SqlRepository,
     entity_values,
@@ -398,6 +400,23 @@ class SqlAuditArchiveRepository(SqlRepository):
             .order_by(AUDIT_BATCHES.c.first_seq)
         )
         return [AuditArchiveBatch(**row) for row in self._tx.execute(statement).mappings()]
+
+    # The archiver's optional fast path (PostgreSQL only; see audit_lines).
+
+    def next_batch(
+        self, stream: str, *, after_seq: int, limit: int, cutoff: datetime
+    ) -> tuple[int, int, datetime, datetime] | None:
+        return audit_lines.next_batch(
+            self._tx, stream, after_seq=after_seq, limit=limit, cutoff=cutoff
+        )
+
+    def line_parts(self, stream: str, *, after_seq: int, last_seq: int) -> Iterator[Sequence[Any]]:
+        return audit_lines.line_parts(self._tx, stream, after_seq=after_seq, last_seq=last_seq)
+
+    @property
+    def builds_lines(self) -> bool:
+        """Whether :meth:`next_batch` and :meth:`line_parts` are available (PostgreSQL)."""
+        return self._tx.dialect_name == "postgresql"
 
     def record_batch(self, batch: AuditArchiveBatch) -> int:
         self._tx.execute(
