@@ -459,6 +459,8 @@ def run_worker(mode: str, url: str, endpoint: str) -> dict[str, Any]:
             env[name] = value
         else:
             env.pop(name, None)
+    server_cpu = _postgres_cpu(url)
+    moto_cpu = time.process_time()  # this process does nothing else meanwhile
     completed = subprocess.run(  # noqa: S603 - our own script
         [sys.executable, str(Path(__file__).with_name("archive_worker.py")), mode],
         env=env,
@@ -471,7 +473,41 @@ def run_worker(mode: str, url: str, endpoint: str) -> dict[str, Any]:
         pytest.fail(f"{mode} run failed:\n{completed.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
     result["events_per_second"] = result["events"] / result["seconds"]
+    result["s3_cpu_seconds"] = time.process_time() - moto_cpu
+    if server_cpu is not None:
+        time.sleep(1)  # the run's backends have exited; the postmaster reaps them
+        after = _postgres_cpu(url)
+        result["pg_cpu_seconds"] = None if after is None else after - server_cpu
     return result
+
+
+def _postgres_cpu(url: str) -> float | None:
+    """CPU seconds used so far by the PostgreSQL server on this machine: the postmaster
+    and its children, live (but this one) and exited (its ``cutime``/``cstime``); None
+    if the server is not local."""
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        row = connection.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    try:
+        status = Path(f"/proc/{row[0]}/status").read_text()
+        postmaster = int(next(x for x in status.splitlines() if x.startswith("PPid:")).split()[1])
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def stat(pid: int, children: bool) -> int:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            own = int(fields[11]) + int(fields[12])
+            return own + (int(fields[13]) + int(fields[14]) if children else 0)
+
+        total = stat(postmaster, True)
+        for child in Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split():
+            if int(child) != row[0]:
+                with contextlib.suppress(OSError):
+                    total += stat(int(child), False)
+    except (OSError, StopIteration, ValueError):
+        return None
+    return total / tick
 
 
 def _table(rows: list[tuple[str, dict[str, Any]]], load_seconds: float) -> str:
@@ -493,6 +529,16 @@ def _table(rows: list[tuple[str, dict[str, Any]]], load_seconds: float) -> str:
             f"{r['peak_rss_mib']:>6.0f} MiB {r['setup_peak_rss_mib']:>6.0f} MiB"
             f"  load {r['loadavg_1m_start']:.1f} -> {r['loadavg_1m_end']:.1f}"
         )
+        pg = r.get("pg_cpu_seconds")
+        if pg is not None:
+            everything = r["cpu_seconds"] + pg + r["s3_cpu_seconds"]
+            lines.append(
+                f"{'':<10} CPU µs/event: archiver {r['cpu_seconds'] / r['events'] * 1e6:.1f}, "
+                f"PostgreSQL {pg / r['events'] * 1e6:.1f}, moto "
+                f"{r['s3_cpu_seconds'] / r['events'] * 1e6:.1f}; all "
+                f"{everything / r['events'] * 1e6:.1f} ({r['events'] / everything:,.0f} "
+                "events per CPU-second)"
+            )
     lines.append(
         f"target: >= {TARGET_EVENTS_PER_SECOND:,} events/s, peak RSS < {TARGET_PEAK_RSS_MIB} MiB"
     )

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Annotated, Any, Final, TypeVar
+from uuid import UUID
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Request
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.base import SecurityBase
@@ -49,6 +50,7 @@ from usermgmt_fastapi.errors import request_id_of
 from usermgmt_fastapi.middleware import STATE_KEY, request_id_from
 
 __all__ = [
+    "ORG_ID_PARAM",
     "STATE_KEY",
     "UM",
     "BearerToken",
@@ -68,6 +70,8 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: The path parameter naming the organization of :func:`require_permission`.
+ORG_ID_PARAM: Final = "org_id"
 _BEARER_DESCRIPTION: Final = "An access token from POST /auth/login or /auth/refresh."
 _bearer = HTTPBearer(auto_error=False, scheme_name="bearer", description=_BEARER_DESCRIPTION)
 
@@ -147,7 +151,7 @@ async def _call(um: UserManagement, function: Callable[..., T], *args: Any) -> T
 
 def _verify(um: UserManagement, token: str) -> AccessClaims:
     claims = um.auth.verify_access_token(token)
-    set_user_id(claims.user_id)
+    _bind_user(claims.user_id)
     return claims
 
 
@@ -164,35 +168,80 @@ async def current_claims(token: BearerToken, um: UM) -> AccessClaims:
 Claims = Annotated[AccessClaims, Depends(current_claims)]
 
 #: Where the caller authenticated for this request is remembered (``request.state``),
-#: with the token and UserManagement it was authenticated with.
+#: with the application and the ``Authorization`` header it was authenticated for.
 _CALLER_KEY: Final = "usermgmt_caller"
+_CACHE_LIMIT: Final = 4096
 
 
-def _remembered(request: Request, um: UserManagement, token: str) -> User | None:
-    entry = request.scope.get("state", {}).get(_CALLER_KEY)
-    if entry is not None and entry[0] is um and entry[1] == token:
+def _authorization(request: Request) -> str | None:
+    """The ``Authorization`` header (the first one), read from the raw ASGI headers."""
+    for name, value in request.scope["headers"]:
+        if name == b"authorization":
+            text: str = value.decode("latin-1")
+            return text
+    return None
+
+
+def _token_of_header(authorization: str | None) -> str:
+    """The bearer token of an ``Authorization`` header (the same parsing as FastAPI's
+    HTTPBearer). Raises AuthenticationError when there is none."""
+    token = bearer_token_from(authorization)
+    if token is None:
+        raise AuthenticationError("Authentication required: send a bearer access token.")
+    return token
+
+
+def _remembered(request: Request, authorization: str | None) -> User | None:
+    """The caller a dependency of this request already authenticated for this header."""
+    state = request.scope.get("state")
+    entry = state.get(_CALLER_KEY) if state is not None else None
+    if entry is not None and entry[0] is request.scope.get("app") and entry[1] == authorization:
         user: User = entry[2]
         return user
     return None
 
 
-def _remember(request: Request, um: UserManagement, token: str, user: User) -> None:
-    request.scope.setdefault("state", {})[_CALLER_KEY] = (um, token, user)
+def _remember(request: Request, authorization: str | None, user: User) -> None:
+    scope = request.scope
+    scope.setdefault("state", {})[_CALLER_KEY] = (scope.get("app"), authorization, user)
+
+
+#: Ids as text (for the logging context) and organization ids as UUIDs, for the ids
+#: seen recently: str(UUID) and UUID(str) are a noticeable part of a request.
+_id_texts: dict[UUID, str] = {}
+_org_ids: dict[str, UUID] = {}
+
+
+def _bind_user(user_id: UUID) -> None:
+    text = _id_texts.get(user_id)
+    if text is None:
+        text = str(user_id)
+        if len(_id_texts) >= _CACHE_LIMIT:
+            _id_texts.clear()
+        _id_texts[user_id] = text
+    set_user_id(text)
+
+
+def _organization(org_id: str) -> UUID:
+    """The organization id of the path; NotFound for a malformed one."""
+    org = _org_ids.get(org_id)
+    if org is None:
+        org = parse_uuid(org_id, "organization")
+        if len(_org_ids) >= _CACHE_LIMIT:
+            _org_ids.clear()
+        _org_ids[org_id] = org
+    return org
 
 
 def _authenticate(um: UserManagement, token: str) -> User:
     user = um.auth.authenticate(token)
-    set_user_id(user.id)
+    _bind_user(user.id)
     return user
 
 
 def _token_in(request: Request) -> str:
-    """The bearer token of the ``Authorization`` header (the same parsing as FastAPI's
-    HTTPBearer). Raises AuthenticationError when there is none."""
-    token = bearer_token_from(request.headers.get("authorization"))
-    if token is None:
-        raise AuthenticationError("Authentication required: send a bearer access token.")
-    return token
+    """The bearer token of the request. Raises AuthenticationError when there is none."""
+    return _token_of_header(_authorization(request))
 
 
 class _BearerScheme(SecurityBase):
@@ -219,12 +268,16 @@ class CurrentUserDependency(_BearerScheme):
         :func:`reads_in_process`), none at all when a :func:`require_permission`
         dependency of the same request already authenticated this token.
         """
-        um = _um_of(request)
-        token = _token_in(request)
-        user = _remembered(request, um, token)
+        authorization = _authorization(request)
+        user = _remembered(request, authorization)
         if user is None:
-            user = await _call(um, _authenticate, um, token)
-            _remember(request, um, token, user)
+            um = _um_of(request)
+            token = _token_of_header(authorization)
+            if reads_in_process(um):
+                user = _authenticate(um, token)
+            else:
+                user = await run_in_threadpool(_authenticate, um, token)
+            _remember(request, authorization, user)
         return user
 
     def __repr__(self) -> str:
@@ -250,7 +303,7 @@ def _authorize(
     the sync work of a :func:`require_permission` dependency, in one call."""
     if user is None:
         user = _authenticate(um, token)
-    org = parse_uuid(org_id, "organization")
+    org = _organization(org_id)
     # The usual answer (a member holding the permission) needs no request context: it
     # is built only for a refusal, which require() audits.
     effective = um.authz.effective(user.id, org)
@@ -270,19 +323,25 @@ class PermissionDependency(_BearerScheme):
         self.usermgmt_permission = permission  # introspection (SEC-AC-01)
         self.__name__ = f"require_permission[{permission}]"
 
-    async def __call__(
-        self, request: Request, org_id: Annotated[str, Path()]
-    ) -> EffectivePermissions:
+    async def __call__(self, request: Request) -> EffectivePermissions:
         """The caller's effective permissions in the organization ``org_id``; see
         :func:`require_permission`."""
+        org_id = request.path_params.get(ORG_ID_PARAM)
+        if not isinstance(org_id, str):
+            raise ConfigurationError(
+                f"require_permission needs the path parameter {{{ORG_ID_PARAM}}} on the route"
+            )
         um = _um_of(request)
-        token = _token_in(request)
-        known = _remembered(request, um, token)
-        user, effective = await _call(
-            um, _authorize, um, token, known, org_id, self.permission, request
-        )
+        authorization = _authorization(request)
+        known = _remembered(request, authorization)
+        token = "" if known is not None else _token_of_header(authorization)
+        arguments = (um, token, known, org_id, self.permission, request)
+        if reads_in_process(um):
+            user, effective = _authorize(*arguments)
+        else:
+            user, effective = await run_in_threadpool(_authorize, *arguments)
         if known is None:
-            _remember(request, um, token, user)
+            _remember(request, authorization, user)
         return effective
 
     def __repr__(self) -> str:

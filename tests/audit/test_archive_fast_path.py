@@ -321,3 +321,15 @@ def test_settings_reach_the_archiver() -> None:
             after_days=1,
             compress_level=10,
         )
+
+
+def test_an_archive_only_process_does_not_compute_the_dummy_hash() -> None:
+    """UserManagement() leaves the argon2 dummy hash (SEC-AU-02) to the first failing
+    login: archiving never pays for it (64 MiB of argon2 memory at the default)."""
+    from usermgmt import Settings, UserManagement
+
+    um = UserManagement(Settings(_env_file=None, environment="test"))
+    hasher: Any = um.hasher
+    assert hasher._dummy_hash is None
+    hasher.dummy_verify("not the password")  # what a failing login runs
+    assert hasher._dummy_hash is not None

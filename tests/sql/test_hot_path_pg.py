@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -216,7 +217,18 @@ def _pooled(um: UserManagement) -> SqlUnitOfWorkFactory:
     return factory
 
 
-def test_the_first_call_after_a_server_restart_succeeds(stoppable: StoppableServer) -> None:
+def _watch(factory: SqlUnitOfWorkFactory) -> list[str]:
+    """Listen to the engine's statements (which sends the hot path through SQLAlchemy
+    instead of straight to psycopg); the statements seen."""
+    seen: list[str] = []
+    event.listen(factory.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    return seen
+
+
+@pytest.mark.parametrize("path", ["psycopg", "sqlalchemy"])
+def test_the_first_call_after_a_server_restart_succeeds(
+    stoppable: StoppableServer, path: str
+) -> None:
     migrate.upgrade(stoppable.url)
     settings = Settings.for_tests(database_url=stoppable.url)
     setup = UserManagement(settings)
@@ -230,7 +242,9 @@ def test_the_first_call_after_a_server_restart_succeeds(stoppable: StoppableServ
     instances = {kind: UserManagement(settings) for kind in kinds}
     try:
         for um in instances.values():
-            _pooled(um)
+            factory = _pooled(um)
+            if path == "sqlalchemy":
+                _watch(factory)
         stoppable.stop()
         stoppable.start()
 
@@ -255,10 +269,72 @@ def test_no_ping_before_a_statement(pg_contracts_url: str) -> None:
         token = um.auth.login(user.email, password)
         factory = _pooled(um)
         assert factory.engine.pool._pre_ping is False
-        sent: list[str] = []
-        event.listen(factory.engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+        sent = _watch(factory)
         assert um.auth.authenticate(token.access_token).id == user.id
         assert len(sent) == 1
         assert sent[0].lstrip().upper().startswith("SELECT")
     finally:
+        um.close()
+
+
+def test_both_paths_read_the_same_answers(pg_contracts_url: str) -> None:
+    # psycopg's own rows (no SQLAlchemy result processing) against SQLAlchemy's
+    truncate_all(pg_contracts_url)
+    um = UserManagement(Settings.for_tests(database_url=pg_contracts_url))
+    try:
+        um.seed()
+        owner, member, password, org = _member_of_new_org(um)
+        um.users.update_profile(member.id, metadata={"team": "blue", "n": 1})
+        token = um.auth.login(member.email, password)
+        factory = um.backends.uow
+        assert isinstance(factory, SqlUnitOfWorkFactory)
+        asks = [
+            lambda: factory.live_session_user(token.session_id, member.id),
+            lambda: factory.live_session_user(token.session_id, owner.id),
+            lambda: factory.live_session_user(owner.id, member.id),  # no such session
+            lambda: factory.user_by_id(member.id),
+            lambda: factory.user_by_id(org.id),  # no such user
+            lambda: factory.member_roles(org.id, member.id),
+            lambda: factory.member_roles(org.id, owner.id),
+            lambda: factory.member_roles(member.id, member.id),  # no such organization
+        ]
+        direct = [ask() for ask in asks]
+        seen = _watch(factory)
+        through = [ask() for ask in asks]
+        assert len(seen) == len(asks)  # the second round went through SQLAlchemy
+        assert direct == through
+        live, user = direct[0]
+        assert live
+        assert user is not None
+        assert user.metadata == {"team": "blue", "n": 1}
+        assert user.created_at.tzinfo is UTC
+        assert direct[2] == (False, None)
+        assert direct[4] is None
+        assert direct[7] is None
+        member_answer = direct[5]
+        assert member_answer is not None
+        assert member_answer[0] is True
+        assert [role.name for role in member_answer[1]] == ["member"]
+        assert member_answer[1][0].created_at.tzinfo is UTC
+    finally:
+        um.close()
+
+
+def test_an_unreachable_replica_falls_back_to_the_primary(
+    pg_contracts_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    truncate_all(pg_contracts_url)
+    um = UserManagement(Settings.for_tests(database_url=pg_contracts_url))
+    factory = SqlUnitOfWorkFactory(
+        pg_contracts_url, replica_urls=["postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"]
+    )
+    try:
+        um.seed()
+        user, _ = create_user(um)
+        with caplog.at_level("WARNING", logger="usermgmt.sql"):
+            found = factory.user_by_id(user.id)
+        assert found == um.users.get(user.id)
+        assert "unavailable; reading from the next" in caplog.text
+    finally:
+        factory.dispose()
         um.close()

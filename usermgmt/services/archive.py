@@ -210,7 +210,9 @@ class _Batch:
         self._write()
         self._wait()
         self._gzip.close()
-        return self._buffer.getvalue()
+        data = self._buffer.getvalue()
+        self._buffer = io.BytesIO()  # not two copies while the batch is uploaded
+        return data
 
 
 def _lines_sha256(data: bytes) -> str:
@@ -626,7 +628,7 @@ class AuditArchiver:
         key = batch.key
         report = run.report
         if not report.dry_run:
-            data = self._store(key, data)
+            data, digest = self._store(key, data)
             ledger_row = AuditArchiveBatch(
                 stream=batch.stream,
                 first_seq=batch.first_seq,
@@ -635,7 +637,7 @@ class AuditArchiver:
                 max_occurred_at=batch.max_at,
                 key=key,
                 size=len(data),
-                sha256=hashlib.sha256(data).hexdigest(),
+                sha256=digest,
                 event_count=batch.count,
                 archived_at=self._clock.now(),
             )
@@ -662,23 +664,19 @@ class AuditArchiver:
             if run.progress is not None:
                 run.progress(report.events, run.total)
 
-    def _store(self, key: str, data: bytes) -> bytes:
+    def _store(self, key: str, data: bytes) -> tuple[bytes, str]:
         """Upload with the checksum, then confirm size and checksum of what is stored;
-        the bytes stored under ``key``.
+        the bytes stored under ``key`` and their SHA-256.
 
         An object already under ``key`` (a run that failed after its upload) is kept if
         it holds the same lines compressed differently (another gzip level or zlib
         build); anything else is refused."""
+        digest = hashlib.sha256(data).hexdigest()
         try:
-            self.storage.put(
-                key,
-                data,
-                content_type=CONTENT_TYPE,
-                checksum_sha256=hashlib.sha256(data).hexdigest(),
-            )
+            self.storage.put(key, data, content_type=CONTENT_TYPE, checksum_sha256=digest)
         except BlobExists:
             data = self._same_content(key, data)
-        digest = hashlib.sha256(data).hexdigest()
+            digest = hashlib.sha256(data).hexdigest()
         info = self.storage.head(key)
         if info is None:
             raise BlobIntegrityError(f"{key}: not found right after the upload")
@@ -687,7 +685,7 @@ class AuditArchiver:
                 f"{key}: stored object does not match the upload (size {info.size} vs "
                 f"{len(data)}, sha256 {info.sha256[:12]}… vs {digest[:12]}…)"
             )
-        return data
+        return data, digest
 
     def _same_content(self, key: str, data: bytes) -> bytes:
         """The object under ``key`` if it decompresses to the same lines as ``data``;

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from usermgmt.backends.memory.auth_repositories import (
     MemoryAuditArchiveRepository,
@@ -41,6 +42,20 @@ from usermgmt.ports import (
 
 __all__ = ["MemoryUnitOfWork", "MemoryUnitOfWorkFactory"]
 
+_REPOSITORIES: dict[str, Callable[[MemoryUnitOfWork], object]] = {
+    "users": MemoryUserRepository,
+    "organizations": MemoryOrganizationRepository,
+    "permissions": MemoryPermissionRepository,
+    "roles": MemoryRoleRepository,
+    "memberships": MemoryMembershipRepository,
+    "invitations": MemoryInvitationRepository,
+    "sessions": MemorySessionRepository,
+    "tokens": MemoryOneTimeTokenRepository,
+    "oauth_accounts": MemoryOAuthAccountRepository,
+    "audit": MemoryAuditLogRepository,
+    "audit_archive": MemoryAuditArchiveRepository,
+}
+
 
 class MemoryUnitOfWork:
     """One serialisable transaction on a :class:`MemoryStore`.
@@ -71,17 +86,27 @@ class MemoryUnitOfWork:
         self._lock_timeout = lock_timeout
         self._journal = Journal()
         self._owner: int | None = None
-        self.users: UserRepository = MemoryUserRepository(self)
-        self.organizations: OrganizationRepository = MemoryOrganizationRepository(self)
-        self.permissions: PermissionRepository = MemoryPermissionRepository(self)
-        self.roles: RoleRepository = MemoryRoleRepository(self)
-        self.memberships: MembershipRepository = MemoryMembershipRepository(self)
-        self.invitations: InvitationRepository = MemoryInvitationRepository(self)
-        self.sessions: SessionRepository = MemorySessionRepository(self)
-        self.tokens: OneTimeTokenRepository = MemoryOneTimeTokenRepository(self)
-        self.oauth_accounts: OAuthAccountRepository = MemoryOAuthAccountRepository(self)
-        self.audit: AuditLogRepository = MemoryAuditLogRepository(self)
-        self.audit_archive: AuditArchiveRepository = MemoryAuditArchiveRepository(self)
+
+    # The repositories, each made on first use (most units of work use one or two).
+    users: UserRepository
+    organizations: OrganizationRepository
+    permissions: PermissionRepository
+    roles: RoleRepository
+    memberships: MembershipRepository
+    invitations: InvitationRepository
+    sessions: SessionRepository
+    tokens: OneTimeTokenRepository
+    oauth_accounts: OAuthAccountRepository
+    audit: AuditLogRepository
+    audit_archive: AuditArchiveRepository
+
+    def __getattr__(self, name: str) -> Any:
+        make = _REPOSITORIES.get(name)
+        if make is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        repository = make(self)
+        setattr(self, name, repository)
+        return repository
 
     # -- transaction protocol used by the repositories --------------------------------
 

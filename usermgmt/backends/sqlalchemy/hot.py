@@ -98,7 +98,12 @@ def rows(
     for attempt in (1, 2):
         connection = connect_first(engines)
         try:
-            connection.execution_options(isolation_level="AUTOCOMMIT", **{AUTOCOMMIT_OPTION: True})
+            if connection.dialect.name == "sqlite":
+                # already in driver autocommit: only the BEGIN of the begin listener is
+                # skipped (SQLAlchemy's AUTOCOMMIT would reset the sqlite3 mode on return)
+                connection.execution_options(**{AUTOCOMMIT_OPTION: True})
+            else:
+                connection.execution_options(isolation_level="AUTOCOMMIT")
             return [tuple(row) for row in connection.execute(statement, params)]
         except DBAPIError as exc:
             if attempt == 1 and exc.connection_invalidated:
@@ -134,17 +139,19 @@ def _sql(statement: Select[Any], engine: Engine) -> str:
     return text
 
 
-def _raw_connection(engines: Sequence[Engine]) -> tuple[Engine, Any]:
+def _raw_connection(engines: Sequence[Engine], driver_error: type[Exception]) -> tuple[Engine, Any]:
+    """A pooled driver connection of the first engine that connects (replicas first)."""
     *replicas, last = engines
-    for engine in replicas:
+    for engine in (*replicas, last):
         try:
             return engine, engine.raw_connection()
-        except SQLAlchemyError:
+        except (SQLAlchemyError, driver_error) as exc:
+            if engine is last:
+                if isinstance(exc, SQLAlchemyError):
+                    raise_translated(exc)
+                raise_translated(DBAPIError.instance(None, None, exc, driver_error))
             logger.warning("read replica %s unavailable; reading from the next", redact(engine.url))
-    try:
-        return last, last.raw_connection()
-    except SQLAlchemyError as exc:
-        raise_translated(exc)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _psycopg_rows(
@@ -153,7 +160,7 @@ def _psycopg_rows(
     import psycopg  # the engine's driver: imported already
 
     for attempt in (1, 2):
-        engine, pooled = _raw_connection(engines)
+        engine, pooled = _raw_connection(engines, psycopg.Error)
         driver = pooled.driver_connection
         sql = _sql(statement, engine)
         started = time.perf_counter() if hooks.active() else None
