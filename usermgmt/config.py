@@ -171,8 +171,8 @@ class Settings(BaseSettings):
     audit_archive_after_days: int = Field(default=90, ge=1, le=3650)
     #: gzip level of archive objects (1 fastest ... 9 smallest; see docs/audit.md).
     audit_archive_gzip_level: int = Field(default=3, ge=1, le=9)
-    #: Streams (organizations) archived at once, one thread (two connections) each.
-    audit_archive_concurrency: int = Field(default=2, ge=1, le=16)
+    #: Streams (organizations) archived at once, one thread (up to 3 connections) each.
+    audit_archive_concurrency: int = Field(default=3, ge=1, le=16)
     storage_backend: StorageBackendName | None = None
     storage_local_path: str = "./usermgmt-archive"
     #: Per-object S3 Object Lock retention (``none``: the bucket's default retention applies).

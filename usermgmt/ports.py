@@ -347,6 +347,9 @@ class OneStatementReads(Protocol):
     Database failures raise :class:`~usermgmt.errors.BackendUnavailable`.
     """
 
+    #: Whether :meth:`user_by_id` may be served by a read replica (that may lag).
+    reads_from_replicas: bool
+
     def live_session_user(self, session_id: UUID, user_id: UUID) -> tuple[bool, User | None]:
         """On the primary: (whether the session exists and is not revoked, the user or None)."""
 

@@ -36,22 +36,25 @@ pytestmark = pytest.mark.sql
 __all__ = ["redis_server", "stoppable"]  # fixtures of tests/redis and test_faults_pg
 
 
-@pytest.fixture(params=["postgresql", "postgresql+redis"])
+@pytest.fixture(params=["postgresql", "postgresql+redis", "postgresql+redis+replica"])
 def pair(
     request: pytest.FixtureRequest, pg_contracts_url: str
 ) -> Iterator[tuple[UserManagement, UserManagement]]:
     """(writer, checker): two instances on one PostgreSQL database (and one Redis)."""
     truncate_all(pg_contracts_url)
     options: dict[str, Any] = {"database_url": pg_contracts_url}
-    if request.param.endswith("+redis"):
+    if "+redis" in request.param:
         url = request.getfixturevalue("redis_server")
         flush(url)
         options["redis_url"] = url
+    if request.param.endswith("+replica"):  # the primary, named as a replica too
+        options["database_read_replica_urls"] = [pg_contracts_url]
     settings = Settings.for_tests(**options)
     writer, checker = UserManagement(settings), UserManagement(settings)
     writer.seed()
     assert isinstance(checker.backends.uow, OneStatementReads)  # the path under test
     assert (checker.backends.revocations is None) == ("redis" not in request.param)
+    assert checker.backends.uow.reads_from_replicas == request.param.endswith("+replica")
     try:
         yield writer, checker
     finally:
@@ -84,6 +87,30 @@ def test_logout_elsewhere_stops_the_token_at_the_next_check(
     with pytest.raises(TokenRevoked):
         checker.auth.authenticate(token.access_token)
     assert checker.auth.authenticate(kept.access_token).id == user.id  # another session lives
+
+
+def test_a_session_revoked_in_the_database_alone_is_refused_without_replicas(
+    pair: tuple[UserManagement, UserManagement],
+) -> None:
+    # Without replicas the session is read with the user in one SELECT on the primary,
+    # even with a revocation store: a revocation the store never heard of (written by
+    # hand, or lost while Redis was down) still takes effect at once.
+    writer, checker = pair
+    user, password = create_user(writer)
+    token = writer.auth.login(user.email, password)
+    assert checker.auth.authenticate(token.access_token).id == user.id
+    factory = writer.backends.uow
+    assert isinstance(factory, SqlUnitOfWorkFactory)
+    with factory.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "UPDATE sessions SET revoked_at = now() WHERE id = %(id)s", {"id": token.session_id}
+        )
+
+    if factory.reads_from_replicas:  # the store decides, as documented (replicas may lag)
+        assert checker.auth.authenticate(token.access_token).id == user.id
+    else:
+        with pytest.raises(TokenRevoked):
+            checker.auth.authenticate(token.access_token)
 
 
 def test_password_change_elsewhere_ends_the_other_sessions_at_once(

@@ -260,6 +260,11 @@ class SqlUnitOfWorkFactory:
 
     # -- OneStatementReads: one autocommit SELECT each (see usermgmt.backends.sqlalchemy.hot)
 
+    @property
+    def reads_from_replicas(self) -> bool:
+        """Whether :meth:`user_by_id` may be served by a read replica."""
+        return bool(self.replicas)
+
     def live_session_user(self, session_id: UUID, user_id: UUID) -> tuple[bool, User | None]:
         """(whether the session exists unrevoked, the user or None), read on the primary."""
         params = {"session_id": session_id, "user_id": user_id}

@@ -35,7 +35,7 @@ from usermgmt.errors import BackendUnavailable
 __all__ = ["PARTS_PAGE", "line_parts", "next_batch"]
 
 #: Rows fetched per round trip of the server-side cursor.
-PARTS_PAGE = 500
+PARTS_PAGE = 1_000
 
 
 def _stream_filter(stream: str, params: dict[str, Any]) -> str:
