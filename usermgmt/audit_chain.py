@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import replace
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
@@ -42,6 +43,7 @@ __all__ = [
     "event_record",
     "metadata_json",
     "organization_of",
+    "portable_metadata",
     "stream_of",
 ]
 
@@ -200,9 +202,43 @@ def event_hash(event: AuditEvent) -> str:
     return encode_event(event)[1]
 
 
+#: Floats from this magnitude on are whole numbers that ``repr`` writes with an exponent
+#: (``1e+16``); PostgreSQL's jsonb keeps them as the digits, which read back as an int.
+_EXPONENT_FLOAT = 1e16
+
+
+def portable_metadata(value: Any) -> Any:
+    """``value`` as every backend gives it back: a whole float from 1e16 on becomes the
+    int jsonb returns for it, ``-0.0`` becomes ``0.0`` (jsonb has no negative zero),
+    tuples become lists. ValueError for NaN and infinities, which JSON cannot hold.
+
+    :func:`chain_event` hashes this form, so an event's hash still matches after its
+    metadata went through a jsonb column."""
+    if type(value) is float:
+        if value != value or value in (math.inf, -math.inf):
+            raise ValueError("audit metadata cannot hold NaN or infinity")
+        if value == 0.0:
+            return 0.0
+        if abs(value) >= _EXPONENT_FLOAT:
+            return int(value)
+        return value
+    if isinstance(value, dict):
+        return {key: portable_metadata(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [portable_metadata(item) for item in value]
+    return value
+
+
 def chain_event(event: AuditEvent, seq: int, prev_hash: str) -> AuditEvent:
-    """``event`` as number ``seq`` of its stream, after the event hashed ``prev_hash``."""
-    linked = replace(event, chain_seq=seq, prev_hash=prev_hash, hash=None)
+    """``event`` as number ``seq`` of its stream, after the event hashed ``prev_hash``;
+    its metadata in :func:`portable_metadata` form."""
+    linked = replace(
+        event,
+        chain_seq=seq,
+        prev_hash=prev_hash,
+        hash=None,
+        metadata=portable_metadata(event.metadata),
+    )
     return replace(linked, hash=event_hash(linked))
 
 

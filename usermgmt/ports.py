@@ -360,7 +360,9 @@ class OneStatementReads(Protocol):
         self, organization_id: UUID, user_id: UUID
     ) -> tuple[bool, builtins.list[Role]] | None:
         """On the primary: None if the user is not a member of the organization, else
-        (whether the user is active, the membership's roles there with their permissions)."""
+        (whether the user is active, the membership's roles there with their permissions).
+        The system roles of the catalogue may come without their stored permissions: the
+        live catalogue decides theirs (``AuthorizationService.permissions_of``)."""
 
 
 # --- cache, rate limiting, lockout, revocation -------------------------------------

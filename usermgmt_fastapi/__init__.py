@@ -61,7 +61,7 @@ from usermgmt_fastapi.routers import (
     permissions_router,
     users_router,
 )
-from usermgmt_fastapi.routing import _together2, gated_together
+from usermgmt_fastapi.routing import gated
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -165,6 +165,6 @@ def mount(
         rate_limit_exempt=(f"{prefix}/health", f"{prefix}/metrics"),
         metrics=metrics,
     )
-    # gated: the application's own routes do not pay for trying each of these
-    for router in _together2(all_routers(metrics=metrics), prefix):  # H2TMP
-        app.include_router(router, prefix=prefix)
+    for router in all_routers(metrics=metrics):
+        # gated: the application's own routes do not pay for trying each of these
+        app.include_router(gated(router, prefix), prefix=prefix)

@@ -11,22 +11,18 @@ ever says "no" for a path none of its routes could match, full or partial (a par
 match is a 405), so routing decisions are unchanged. FastAPI versions that copy an
 included router's routes into the application never ask the gate: nothing changes there.
 
-:func:`gated_together` puts several gated routers behind one more gate (the union of
-their segments), so that a request to one of the application's own routes is refused
-by one check instead of one per router (each costs FastAPI ~15 µs per request).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from starlette.routing import Match
 from starlette.types import Scope
 
-__all__ = ["gated", "gated_together"]
+__all__ = ["gated"]
 
 
 def _first_segment(path: str) -> str | None:
@@ -63,8 +59,13 @@ def _segment_below(path: str, prefix: str) -> str | None:
     return rest if end < 0 else rest[:end]
 
 
+#: Where a request's first segments are kept for the next gate (``scope`` key).
+_SEGMENTS_KEY: Final = "usermgmt.gate"
+
+
 class _GatedRouter(APIRouter):
-    """An APIRouter including one router, behind a check of the path's first segment."""
+    """An APIRouter holding one router's routes, behind a check of the path's first
+    segment."""
 
     _prefix: str = ""
     _segments: frozenset[str] | None = None  # None: no gate
@@ -72,12 +73,22 @@ class _GatedRouter(APIRouter):
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         segments = self._segments
         if segments is not None:
+            # The first segments of the request (below the root path and as sent) are
+            # computed once per request: every gated router of the app asks.
             raw: str = scope.get("path", "")
-            routed = _route_path(scope)
-            if (
-                _segment_below(routed, self._prefix) not in segments
-                and _segment_below(raw, self._prefix) not in segments
-            ):
+            root_path: str = scope.get("root_path", "")
+            prefix = self._prefix
+            seen = scope.get(_SEGMENTS_KEY)
+            if seen is None or seen[0] is not raw or seen[1] != root_path or seen[2] != prefix:
+                seen = (
+                    raw,
+                    root_path,
+                    prefix,
+                    _segment_below(_route_path(scope), prefix),
+                    _segment_below(raw, prefix),
+                )
+                scope[_SEGMENTS_KEY] = seen
+            if seen[3] not in segments and seen[4] not in segments:
                 return Match.NONE, {}
         return super().matches(scope)
 
@@ -95,81 +106,23 @@ def _segments_of(router: APIRouter) -> frozenset[str] | None:
     return frozenset(segments)
 
 
-def _gate(segments: frozenset[str], prefix: str) -> _GatedRouter:
-    gate = _GatedRouter()
-    gate._prefix = prefix
-    gate._segments = segments
-    return gate
-
-
 def gated(router: APIRouter, prefix: str = "") -> APIRouter:
-    """``router`` inside a router that rejects at once the paths whose first segment
-    (after ``prefix``, the prefix the result will be included with) none of its routes
-    has. A router with a route whose first segment is a parameter is not gated."""
+    """A router with ``router``'s routes that rejects at once the paths whose first
+    segment (after ``prefix``, the prefix the result will be included with) none of
+    them has. A router with a route whose first segment is a parameter is not gated.
+
+    When every route of ``router`` is an APIRoute declared on it (``@router.get`` ...:
+    its prefix, tags, responses and dependencies are the route's own), the gate holds
+    the routes themselves; otherwise it includes ``router``. (Each level of inclusion
+    costs FastAPI a match per request.)"""
     segments = _segments_of(router)
     if segments is None:
         return router
-    gate = _gate(segments, prefix)
-    gate.include_router(router)
-    return gate
-
-
-def gated_together(routers: Sequence[APIRouter], prefix: str = "") -> list[APIRouter]:
-    """The routers to include (in order, each with ``prefix``) for ``routers``: one
-    router behind a gate of all their first segments, holding for each of them a gated
-    router with its routes (the routes themselves, not an inclusion of the router:
-    each level of inclusion costs FastAPI a match per request); or, when one of them
-    has a route whose first segment is a parameter, each of them :func:`gated`.
-
-    Only for routers whose routes were declared on them (``@router.get`` ...): their
-    prefix, tags, responses and dependencies are already each route's own."""
-    gates: list[_GatedRouter] = []
-    for router in routers:
-        segments = _segments_of(router)
-        if segments is None or any(not isinstance(r, APIRoute) for r in router.routes):
-            return [gated(router, prefix) for router in routers]
-        gate = _gate(segments, prefix)
-        gate.routes.extend(router.routes)
-        gates.append(gate)
-    together = _gate(frozenset().union(*(gate._segments or () for gate in gates)), prefix)
-    for gate in gates:
-        together.include_router(gate)
-    return [together]
-
-
-def _adopted(router: APIRouter, prefix: str) -> APIRouter:  # H2TMP
-    segments = _segments_of(router)
-    assert segments is not None
-    gate = _gate(segments, prefix)
-    gate.routes.extend(router.routes)
-    return gate
-
-
-def _flat(routers: Sequence[APIRouter], prefix: str) -> list[APIRouter]:  # H2TMP
-    segs: set[str] = set()
     gate = _GatedRouter()
-    for router in routers:
-        s = _segments_of(router)
-        assert s is not None
-        segs |= s
+    if all(type(route) is APIRoute for route in router.routes):
         gate.routes.extend(router.routes)
+    else:
+        gate.include_router(router)
     gate._prefix = prefix
-    gate._segments = frozenset(segs)
-    return [gate]
-
-
-class _FrozenGate(_GatedRouter):  # H2TMP
-    def _get_routes_version(self, *args: Any, **kwargs: Any) -> int:
-        return self._routes_version
-
-
-def _together2(routers: Sequence[APIRouter], prefix: str) -> list[APIRouter]:  # H2TMP
-    gates = [_adopted(r, prefix) for r in routers]
-    t = _FrozenGate()
-    segs: set[str] = set()
-    for g in gates:
-        segs |= g._segments  # type: ignore[attr-defined]
-        t.include_router(g)
-    t._prefix = prefix
-    t._segments = frozenset(segs)
-    return [t]
+    gate._segments = segments
+    return gate

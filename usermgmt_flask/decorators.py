@@ -77,11 +77,14 @@ def permission_required(
                     f"@permission_required needs the path parameter <{org_id_arg}> on the route"
                 )
             user = current_user()
-            remember_permissions(
-                get_um().authz.require(
-                    user.id, parse_uuid(org_id, "organization"), permission, request_context()
-                )
-            )
+            um = get_um()
+            org = parse_uuid(org_id, "organization")
+            # The usual answer (a member holding the permission) needs no request
+            # context: it is built only for a refusal, which require() audits.
+            effective = um.authz.effective(user.id, org)
+            if effective is None or permission not in effective.permissions:
+                effective = um.authz.require(user.id, org, permission, request_context())
+            remember_permissions(effective)
             return view(*args, **kwargs)
 
         marked: Any = guarded

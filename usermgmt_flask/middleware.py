@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Final
 
 from flask import Flask, Response, current_app, request
@@ -40,7 +41,8 @@ from usermgmt import http
 from usermgmt.observability import hooks
 from usermgmt.observability.context import bind_request, current_user_id, unbind_request
 from usermgmt.observability.metrics import UNMATCHED_ROUTE
-from usermgmt_flask.context import BLUEPRINT_NAME, get_state, request_id
+from usermgmt.ports import RateLimitResult
+from usermgmt_flask.context import BLUEPRINT_NAME, UserMgmtState, get_state, request_id
 from usermgmt_flask.errors import BodyTooLarge, allowed_methods, instance, render
 
 __all__ = ["install_hooks", "read_body", "route_template"]
@@ -57,7 +59,15 @@ _RULE_PARAMETER: Final = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
 
 def _template(rule: str) -> str:
     """A Werkzeug rule in the FastAPI form: ``/users/<user_id>`` → ``/users/{user_id}``."""
-    return _RULE_PARAMETER.sub(r"{\1}", rule)
+    template = _TEMPLATES.get(rule)
+    if template is None:
+        template = _RULE_PARAMETER.sub(r"{\1}", rule)
+        if len(_TEMPLATES) < 4096:  # rules are few; the bound is a safety net
+            _TEMPLATES[rule] = template
+    return template
+
+
+_TEMPLATES: dict[str, str] = {}
 
 
 def route_template() -> str:
@@ -105,7 +115,7 @@ def _observe(response: Response) -> None:
         hooks.observe_http(method, route, status, seconds)
     path = request.script_root + request.path
     # Probes and scrapes come every few seconds: they are logged at DEBUG only.
-    exempt = http.is_exempt(request.path, state.rate_limit_exempt)
+    exempt = _exempt(state, request.path)
     level = logging.DEBUG if exempt else logging.INFO
     if access_logger.isEnabledFor(level):
         access_logger.log(
@@ -128,25 +138,25 @@ def _observe(response: Response) -> None:
 def _before_request() -> Response | None:
     state = get_state()
     rid = request_id()
-    if not http.is_exempt(request.path, state.rate_limit_exempt):
-        verdict = http.check_global_rate(
-            state.um,
-            request.remote_addr,
-            request.headers.get("X-Forwarded-For"),
-            instance=instance(),
-            request_id=rid,
+    environ = request.environ
+    if not _exempt(state, request.path):
+        outcome = http.count_global_rate(
+            state.um, request.remote_addr, environ.get("HTTP_X_FORWARDED_FOR")
         )
-        request.environ[_RATE_HEADERS] = verdict.headers
-        if verdict.refusal is not None:
-            return render(verdict.refusal)
-    refusal = http.check_content_length(
-        request.headers.get("Content-Length"),
-        state.max_body_bytes,
-        instance=instance(),
-        request_id=rid,
-    )
-    if refusal is not None:
-        return render(refusal)
+        if type(outcome) is RateLimitResult and outcome.allowed:  # the usual answer
+            environ[_RATE_HEADERS] = outcome
+        else:
+            verdict = http.global_rate_verdict(outcome, instance=instance(), request_id=rid)
+            environ[_RATE_HEADERS] = verdict.headers
+            if verdict.refusal is not None:
+                return render(verdict.refusal)
+    content_length = environ.get("CONTENT_LENGTH")  # request.headers["Content-Length"]
+    if content_length is not None:
+        refusal = http.check_content_length(
+            content_length, state.max_body_bytes, instance=instance(), request_id=rid
+        )
+        if refusal is not None:
+            return render(refusal)
     rule = request.url_rule
     if (
         request.method == "HEAD"
@@ -160,7 +170,10 @@ def _before_request() -> Response | None:
 def _after_request(response: Response) -> Response:
     headers = response.headers
     headers[http.REQUEST_ID_HEADER] = request_id()
-    for key, value in request.environ.get(_RATE_HEADERS, {}).items():
+    rate = request.environ.get(_RATE_HEADERS)
+    if isinstance(rate, RateLimitResult):
+        rate = http.rate_limit_headers(rate.limit, rate.remaining, rate.reset_after)
+    for key, value in (rate or {}).items():
         headers.setdefault(key, value)  # a stricter limit's own numbers win
     for key, value in http.SECURITY_HEADERS.items():
         headers.setdefault(key, value)
@@ -168,6 +181,18 @@ def _after_request(response: Response) -> Response:
         headers.setdefault("Strict-Transport-Security", http.HSTS)
     _observe(response)
     return response
+
+
+def _exempt(state: UserMgmtState, path: str) -> bool:
+    """Whether ``path`` is out of the global rate limit (``rate_limit_exempt``)."""
+    prefixes = state.rate_limit_exempt
+    test = _EXEMPTIONS.get(prefixes)
+    if test is None:
+        test = _EXEMPTIONS[prefixes] = http.exemption(prefixes)
+    return test(path)
+
+
+_EXEMPTIONS: dict[tuple[str, ...], Callable[[str], bool]] = {}
 
 
 def install_hooks(app: Flask) -> None:

@@ -333,3 +333,32 @@ def test_an_archive_only_process_does_not_compute_the_dummy_hash() -> None:
     assert hasher._dummy_hash is None
     hasher.dummy_verify("not the password")  # what a failing login runs
     assert hasher._dummy_hash is not None
+
+
+def test_metadata_numbers_jsonb_rewrites_still_verify(pg_factory: SqlUnitOfWorkFactory) -> None:
+    """jsonb stores 1e20 as its digits (read back as an int) and has no -0.0: the chain
+    hashes the form the column gives back, so such an event is neither refused by the
+    archiver nor reported by verify, and the archive holds that form."""
+    org = new_id()
+    metadata = {"big": 1e20, "neg_zero": -0.0, "pair": (1.5, -2e17), "small": 1e-7, "n": 3}
+    chained = add(pg_factory, org, metadata=metadata)
+    portable = {"big": 10**20, "neg_zero": 0.0, "pair": [1.5, -2 * 10**17], "small": 1e-7, "n": 3}
+    assert chained.metadata == portable
+    (stored,) = all_db_events(pg_factory)
+    assert stored.metadata == portable
+    assert canonical_json(event_record(stored)) == canonical_json(event_record(chained))
+    storage = MemoryBlobStorage()
+    arch, _ = archiver(pg_factory, storage)
+    assert arch.verify().problems == []
+    report = arch.archive()
+    assert (report.problems, report.events) == ([], 1)
+    assert archived_lines(storage) == [canonical_json(event_record(chained))]
+    assert arch.verify().problems == []
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_metadata_cannot_hold_nan_or_infinity(bad: float) -> None:
+    from usermgmt.audit_chain import portable_metadata
+
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        portable_metadata({"nested": [1, {"x": bad}]})

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, bindparam, select
+from sqlalchemy import Engine, Select, and_, bindparam, or_, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from usermgmt.backends.sqlalchemy.engine import AUTOCOMMIT_OPTION, connect_first, redact
@@ -37,6 +37,7 @@ from usermgmt.backends.sqlalchemy.repositories.roles import (
 from usermgmt.backends.sqlalchemy.repositories.users import USERS
 from usermgmt.models import Role, User
 from usermgmt.observability import hooks
+from usermgmt.permissions import SYSTEM_ROLES
 
 __all__ = ["member_roles", "rows", "session_user", "user_by_id"]
 
@@ -56,7 +57,10 @@ SESSION_USER = (
 USER = select(*USERS.columns).where(USERS.c.id == bindparam("user_id"))
 
 # Membership, the user's state, the membership's roles in that organization and their
-# permissions: one row per (role, permission), one row with NULL role for no role.
+# permissions: one row per (role, permission), one row with NULL role for no role. The
+# system roles of the catalogue (owner, admin, member) come without their stored links:
+# their permissions are the live catalogue's (AuthorizationService.permissions_of), so
+# an owner's check reads one row instead of one per permission.
 MEMBER_ROLES = (
     select(USERS.c.is_active, *ROLES.columns, PERMISSIONS.c.name)
     .select_from(
@@ -69,7 +73,13 @@ MEMBER_ROLES = (
                 ROLES.c.organization_id == MEMBERSHIPS.c.organization_id,
             ),
         )
-        .outerjoin(ROLE_PERMISSIONS, ROLE_PERMISSIONS.c.role_id == ROLES.c.id)
+        .outerjoin(
+            ROLE_PERMISSIONS,
+            and_(
+                ROLE_PERMISSIONS.c.role_id == ROLES.c.id,
+                or_(ROLES.c.is_system.is_(False), ROLES.c.name.not_in(sorted(SYSTEM_ROLES))),
+            ),
+        )
         .outerjoin(PERMISSIONS, PERMISSIONS.c.id == ROLE_PERMISSIONS.c.permission_id)
     )
     .where(
@@ -92,6 +102,7 @@ def rows(
     failover) fails on use, the pool is emptied (its other connections are as old) and
     the read runs once more on a fresh connection, so an outage that is over costs no
     error. Database errors come out translated (BackendUnavailable and friends).
+    Timestamps may come in the session's time zone (the builders below make them UTC).
     """
     if engines[-1].dialect.driver == "psycopg" and not any(map(_watched, engines)):
         return _psycopg_rows(engines, statement, params)
@@ -183,7 +194,7 @@ def _psycopg_rows(
             pooled.close()
         if started is not None:
             hooks.observe_db("SELECT", time.perf_counter() - started)
-        return [tuple(_utc(value) for value in row) for row in found]
+        return found  # timestamps in the session's zone: the builders below make them UTC
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -193,7 +204,7 @@ def _utc(value: Any) -> Any:
 
 
 def _user(row: Sequence[Any]) -> User:
-    return User(**dict(zip(_USER_KEYS, row, strict=True)))
+    return User(**{key: _utc(value) for key, value in zip(_USER_KEYS, row, strict=True)})
 
 
 def session_user(found: list[tuple[Any, ...]]) -> tuple[bool, User | None]:
@@ -216,14 +227,16 @@ def member_roles(found: list[tuple[Any, ...]]) -> tuple[bool, list[Role]] | None
     roles: dict[Any, tuple[dict[str, Any], set[str]]] = {}
     width = len(_ROLE_KEYS)
     for row in found:
-        if row[1] is None:
+        role_id = row[1]
+        if role_id is None:
             continue  # a membership without roles (or a role of another organization)
-        _, permissions = roles.setdefault(
-            row[1], (dict(zip(_ROLE_KEYS, row[1 : 1 + width], strict=True)), set())
-        )
+        entry = roles.get(role_id)
+        if entry is None:
+            values = zip(_ROLE_KEYS, row[1 : 1 + width], strict=True)
+            entry = roles[role_id] = ({key: _utc(value) for key, value in values}, set())
         permission = row[1 + width]
         if permission is not None:
-            permissions.add(permission)
+            entry[1].add(permission)
     return bool(found[0][0]), [
         Role(**values, permissions=frozenset(permissions)) for values, permissions in roles.values()
     ]
