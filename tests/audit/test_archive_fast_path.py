@@ -7,6 +7,7 @@ in what is archived."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 from collections.abc import Iterator
@@ -323,16 +324,38 @@ def test_settings_reach_the_archiver() -> None:
         )
 
 
-def test_an_archive_only_process_does_not_compute_the_dummy_hash() -> None:
-    """UserManagement() leaves the argon2 dummy hash (SEC-AU-02) to the first failing
-    login: archiving never pays for it (64 MiB of argon2 memory at the default)."""
+def test_no_process_computes_a_dummy_hash() -> None:
+    """UserManagement() hashes nothing at start-up (an archive-only process never pays
+    argon2's 64 MiB): the SEC-AU-02 dummy hash is built, with the configured cost, a
+    16-byte salt and a 32-byte digest, so verifying against it costs what a real hash
+    costs; it matches no password, and each process has its own."""
     from usermgmt import Settings, UserManagement
+    from usermgmt.security.passwords import _ARGON2_PHC
 
-    um = UserManagement(Settings(_env_file=None, environment="test"))
-    hasher: Any = um.hasher
-    assert hasher._dummy_hash is None
-    hasher.dummy_verify("not the password")  # what a failing login runs
-    assert hasher._dummy_hash is not None
+    settings = Settings(_env_file=None, environment="test")
+    hasher: Any = UserManagement(settings).hasher
+    other: Any = UserManagement(settings).hasher
+    dummy = hasher._dummy_hash
+    assert dummy != other._dummy_hash
+    match = _ARGON2_PHC.fullmatch(dummy)
+    assert match is not None
+    assert match["type"] == "argon2id"
+    params = hasher.params
+    assert (int(match["m"]), int(match["t"]), int(match["p"])) == (
+        params.memory_kib,
+        params.time_cost,
+        params.parallelism,
+    )
+    assert not hasher.needs_rehash(dummy)  # exactly the cost of a current hash
+    real = hasher.hash("correct horse battery")
+    salt, digest = (part + "=" * (-len(part) % 4) for part in dummy.rsplit("$", 2)[1:])
+    real_salt, real_digest = (part + "=" * (-len(part) % 4) for part in real.rsplit("$", 2)[1:])
+    assert (len(base64.b64decode(salt)), len(base64.b64decode(digest))) == (
+        len(base64.b64decode(real_salt)),
+        len(base64.b64decode(real_digest)),
+    )
+    assert hasher.verify("correct horse battery", dummy) is False
+    hasher.dummy_verify("not the password")  # what a failing login runs: no error
 
 
 def test_metadata_numbers_jsonb_rewrites_still_verify(pg_factory: SqlUnitOfWorkFactory) -> None:

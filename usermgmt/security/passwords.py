@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
@@ -125,6 +126,21 @@ def _lower_priority(increment: int) -> None:
         logger.debug("password hashing threads keep their priority: %s", exc)
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+def dummy_argon2_hash(params: Argon2Parameters) -> str:
+    """An argon2id PHC string with ``params``, a random 16-byte salt and a random 32-byte
+    digest (the sizes of real hashes), matching no password. Verifying a password against
+    it runs one argon2id of exactly the configured cost, like a real hash, so it needs no
+    hashing to make: a process never spends ``m`` KiB at start-up for it."""
+    return (
+        f"$argon2id$v={_ARGON2_VERSION}$m={params.memory_kib},t={params.time_cost},"
+        f"p={params.parallelism}${_b64(secrets.token_bytes(16))}${_b64(secrets.token_bytes(32))}"
+    )
+
+
 class _Bounded:
     """A CryptContext whose ``hash`` and ``verify`` run at most ``slots`` at a time.
 
@@ -216,8 +232,7 @@ class PasslibHasher:
             self.concurrency,
             nice,
         )
-        self._dummy_hash: str | None = None
-        self._dummy_lock = threading.Lock()
+        self._dummy_hash = dummy_argon2_hash(params)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PasslibHasher:
@@ -278,30 +293,20 @@ class PasslibHasher:
             return True
 
     def dummy_verify(self, password: str) -> None:
-        """One verification of the configured cost against a fixed dummy hash.
+        """One verification of the configured cost against a dummy hash.
 
         For logins of unknown, inactive or password-less users, so they cost the same as
-        a wrong password (SEC-AU-02). The first call also computes the dummy hash; call
-        :meth:`warm_up` at start-up to keep that cost out of any request.
+        a wrong password (SEC-AU-02). The dummy hash is built, not computed (see
+        :func:`dummy_argon2_hash`): nothing to warm up, and no process pays for it.
         """
         self._verify_dummy(normalize_password(password))
 
     def warm_up(self) -> None:
-        """Compute the dummy hash now (idempotent, thread-safe)."""
-        self._get_dummy_hash()
+        """Nothing to do any more (kept for callers of earlier versions): the dummy hash
+        is built when the hasher is."""
 
     def _verify_dummy(self, secret: str) -> None:
-        self._context.verify(secret, self._get_dummy_hash())
-
-    def _get_dummy_hash(self) -> str:
-        dummy = self._dummy_hash
-        if dummy is None:
-            with self._dummy_lock:
-                dummy = self._dummy_hash
-                if dummy is None:
-                    dummy = str(self._context.hash(secrets.token_urlsafe(32)))
-                    self._dummy_hash = dummy
-        return dummy
+        self._context.verify(secret, self._dummy_hash)
 
     def _identify(self, hashed: object) -> str | None:
         if not isinstance(hashed, str) or not hashed:
