@@ -99,9 +99,8 @@ class UserManagement:
             template_dirs=email_template_dirs, defaults={"app_name": self.settings.app_name}
         )
         self.hasher: PasswordHasher = hasher or PasslibHasher.from_settings(self.settings)
-        # The dummy hash of SEC-AU-02 is computed by the hasher on first need (before the
-        # first failing login is answered), not here: a process that only archives or
-        # runs jobs never pays for it (argon2: PASSWORD_ARGON2_MEMORY_KIB of memory).
+        # The dummy hash of SEC-AU-02 is built by the hasher, not computed: no process
+        # pays argon2's PASSWORD_ARGON2_MEMORY_KIB for it at start-up.
         b = self.backends
         self.kernel = Kernel(
             settings=self.settings,

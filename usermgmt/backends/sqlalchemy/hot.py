@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, bindparam, or_, select
+from sqlalchemy import ColumnElement, Engine, Select, and_, bindparam, literal_column, or_, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from usermgmt.backends.sqlalchemy.engine import AUTOCOMMIT_OPTION, connect_first, redact
@@ -56,6 +56,11 @@ SESSION_USER = (
 
 USER = select(*USERS.columns).where(USERS.c.id == bindparam("user_id"))
 
+# Inline constants (not bound parameters: the statements run with only their own).
+_SYSTEM_ROLE_NAMES: list[ColumnElement[Any]] = [
+    literal_column(f"'{name}'") for name in sorted(SYSTEM_ROLES)
+]
+
 # Membership, the user's state, the membership's roles in that organization and their
 # permissions: one row per (role, permission), one row with NULL role for no role. The
 # system roles of the catalogue (owner, admin, member) come without their stored links:
@@ -77,7 +82,7 @@ MEMBER_ROLES = (
             ROLE_PERMISSIONS,
             and_(
                 ROLE_PERMISSIONS.c.role_id == ROLES.c.id,
-                or_(ROLES.c.is_system.is_(False), ROLES.c.name.not_in(sorted(SYSTEM_ROLES))),
+                or_(ROLES.c.is_system.is_(False), ROLES.c.name.not_in(_SYSTEM_ROLE_NAMES)),
             ),
         )
         .outerjoin(PERMISSIONS, PERMISSIONS.c.id == ROLE_PERMISSIONS.c.permission_id)
@@ -178,7 +183,7 @@ def _psycopg_rows(
         try:
             driver.autocommit = True
             try:
-                found = driver.execute(sql, params, prepare=True).fetchall()
+                found: list[tuple[Any, ...]] = driver.execute(sql, params, prepare=True).fetchall()
             finally:
                 if not driver.closed:
                     driver.autocommit = False
