@@ -9,11 +9,16 @@ round trip, and so is a :func:`require_permission` dependency (authentication an
 permission check together); the caller it authenticated is remembered for the request,
 so a route using both pays for one. With in-process backends (memory database, cache
 and revocation store: :func:`reads_in_process`) there is no I/O to wait for, and they
-call the core on the event loop instead. :func:`current_user` and
-:func:`require_permission` read the application's UserManagement, the bearer token and
-the request context themselves rather than through sub-dependencies: FastAPI's
-dependency resolution costs more per request than the work. Use them in the
-application's own routes::
+call the core on the event loop instead.
+
+:data:`current_user` and what :func:`require_permission` returns are security-scheme
+objects (:class:`CurrentUserDependency`, :class:`PermissionDependency`: FastAPI
+``SecurityBase`` subclasses declaring the ``bearer`` HTTP scheme, so the OpenAPI
+document shows it on every route using them) whose one call takes only the request
+and reads the UserManagement, the ``Authorization`` header and the ``org_id`` path
+parameter itself: FastAPI resolves one node each, where a chain of small
+sub-dependencies cost more per request than the work. Use them in the application's
+own routes::
 
     @app.get(
         "/orgs/{org_id}/projects",
@@ -151,7 +156,7 @@ async def _call(um: UserManagement, function: Callable[..., T], *args: Any) -> T
 
 def _verify(um: UserManagement, token: str) -> AccessClaims:
     claims = um.auth.verify_access_token(token)
-    _bind_user(claims.user_id)
+    set_user_id(claims.user_id)
     return claims
 
 
@@ -206,20 +211,8 @@ def _remember(request: Request, authorization: str | None, user: User) -> None:
     scope.setdefault("state", {})[_CALLER_KEY] = (scope.get("app"), authorization, user)
 
 
-#: Ids as text (for the logging context) and organization ids as UUIDs, for the ids
-#: seen recently: str(UUID) and UUID(str) are a noticeable part of a request.
-_id_texts: dict[UUID, str] = {}
+#: Organization ids of the paths seen recently, as UUIDs (UUID(str) is slow per request).
 _org_ids: dict[str, UUID] = {}
-
-
-def _bind_user(user_id: UUID) -> None:
-    text = _id_texts.get(user_id)
-    if text is None:
-        text = str(user_id)
-        if len(_id_texts) >= _CACHE_LIMIT:
-            _id_texts.clear()
-        _id_texts[user_id] = text
-    set_user_id(text)
 
 
 def _organization(org_id: str) -> UUID:
@@ -235,13 +228,8 @@ def _organization(org_id: str) -> UUID:
 
 def _authenticate(um: UserManagement, token: str) -> User:
     user = um.auth.authenticate(token)
-    _bind_user(user.id)
+    set_user_id(user.id)
     return user
-
-
-def _token_in(request: Request) -> str:
-    """The bearer token of the request. Raises AuthenticationError when there is none."""
-    return _token_of_header(_authorization(request))
 
 
 class _BearerScheme(SecurityBase):

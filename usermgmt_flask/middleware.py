@@ -170,17 +170,27 @@ def _before_request() -> Response | None:
 def _after_request(response: Response) -> Response:
     headers = response.headers
     headers[http.REQUEST_ID_HEADER] = request_id()
+    # Added unless the response has them already (a stricter limit's own numbers win):
+    # the names present are collected once, instead of a scan per header.
+    present = {key.lower() for key, _ in headers.items()}
     rate = request.environ.get(_RATE_HEADERS)
     if isinstance(rate, RateLimitResult):
         rate = http.rate_limit_headers(rate.limit, rate.remaining, rate.reset_after)
     for key, value in (rate or {}).items():
-        headers.setdefault(key, value)  # a stricter limit's own numbers win
-    for key, value in http.SECURITY_HEADERS.items():
-        headers.setdefault(key, value)
-    if request.is_secure:
-        headers.setdefault("Strict-Transport-Security", http.HSTS)
+        if key.lower() not in present:
+            headers.add(key, value)
+    for key, lower, value in _SECURITY_HEADERS:
+        if lower not in present:
+            headers.add(key, value)
+    if request.is_secure and "strict-transport-security" not in present:
+        headers.add("Strict-Transport-Security", http.HSTS)
     _observe(response)
     return response
+
+
+_SECURITY_HEADERS: Final = tuple(
+    (key, key.lower(), value) for key, value in http.SECURITY_HEADERS.items()
+)
 
 
 def _exempt(state: UserMgmtState, path: str) -> bool:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
+from typing import Final
+from uuid import UUID
 
 __all__ = [
     "RequestLogContext",
@@ -67,9 +69,26 @@ def unbind_request(tokens: _Tokens) -> None:
     request_id_var.reset(rid)
 
 
+#: UUIDs as text, for the callers seen recently (str(UUID) is slow for every request).
+_texts: dict[UUID, str] = {}
+_TEXTS_LIMIT: Final = 4096
+
+
+def _text(user_id: object) -> str:
+    if type(user_id) is not UUID:
+        return str(user_id)
+    text = _texts.get(user_id)
+    if text is None:
+        text = str(user_id)
+        if len(_texts) >= _TEXTS_LIMIT:
+            _texts.clear()
+        _texts[user_id] = text
+    return text
+
+
 def set_user_id(user_id: object | None) -> None:
     """The caller of the current request is ``user_id`` (a UUID or a string)."""
-    value = None if user_id is None else str(user_id)
+    value = None if user_id is None else _text(user_id)
     user_id_var.set(value)
     shared = _request_var.get()
     if shared is not None:

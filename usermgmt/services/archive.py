@@ -417,7 +417,15 @@ class AuditArchiver:
     def _archive_stream(self, stream: str, run: _Run) -> None:
         ledger = self._batches(stream)
         after_seq = ledger[-1].last_seq if ledger else 0
-        prev: str | None = None if ledger else GENESIS_HASH
+        prev: str | None = GENESIS_HASH
+        if ledger:
+            # The next event must link to the last archived one: its hash is read from
+            # the archive (one object), only when an event is due.
+            with self._uow(read_only=True) as uow:
+                due = uow.audit_archive.events(stream, after_seq=after_seq, limit=1)
+            if not due or due[0].occurred_at >= run.report.cutoff:
+                return
+            prev = self._archived_hash(ledger[-1])
         with self._uow(read_only=True) as uow:
             fast = bool(getattr(uow.audit_archive, "builds_lines", False))
         with (
@@ -435,6 +443,24 @@ class AuditArchiver:
                     future.exception()
             for future in flushing:
                 future.result()
+
+    def _archived_hash(self, batch: AuditArchiveBatch) -> str:
+        """The hash of the last event of the ledgered object ``batch``; Conflict if the
+        object is not what the ledger says (``audit verify`` tells more)."""
+        data = self.storage.get(batch.key)
+        last: AuditEvent | None = None
+        try:
+            if hashlib.sha256(data).hexdigest() == batch.sha256:
+                for last in read_archive_object(data):  # noqa: B007 - the last one
+                    pass
+        except ValueError:
+            last = None
+        if last is None or last.chain_seq != batch.last_seq or last.hash is None:
+            raise Conflict(
+                f"{batch.key}: not the archived seq ..{batch.last_seq} the ledger records; "
+                "nothing archived (run audit verify)"
+            )
+        return last.hash
 
     def _broken(self, stream: str, after_seq: int, problem: str) -> Conflict:
         ledger_now = self._batches(stream)
@@ -586,22 +612,14 @@ class AuditArchiver:
         sha256 = hashlib.sha256
         lines: list[str] = []
         add = lines.append
-        # ``metadata`` comes as jsonb text ('{"a": 1, "b": [2, 3]}'): without the spaces
-        # it is often canonical already (keys in the same order, no ", " or ": " inside
-        # strings), which the hash check tells; else it is parsed and encoded. After a
-        # wrong guess, the rest of the page skips guessing.
-        guess = True
+        # ``metadata`` comes as jsonb text ('{"a": 1, "b": [2, 3]}'): it is parsed and
+        # encoded. (Never just stripped of ", " and ": ": a string in the database
+        # changed from "x,y" to "x, y" would then hash right and be archived as the
+        # original, the modified row deleted.)
         for head, middle, metadata, tail, seq, prev_hash, hash_ in rows:
             if seq == expected and (prev is None or prev_hash == prev) and metadata is not None:
                 # A matching SHA-256 proves these the very bytes that were hashed, i.e.
                 # the canonical form (and hash_ 64 hex digits: no escaping needed).
-                if guess:
-                    body = f"{middle}{metadata.replace(', ', ',').replace(': ', ':')}{tail}"
-                    if sha256(f"{head}{body}".encode()).hexdigest() == hash_:
-                        add(f'{head}"hash":"{hash_}",{body}')
-                        expected, prev = expected + 1, hash_
-                        continue
-                    guess = False
                 try:
                     body = f"{middle}{metadata_json(metadata)}{tail}"
                 except (TypeError, ValueError, RecursionError):
