@@ -108,7 +108,7 @@ def test_batches_are_utc_days_whatever_the_session_time_zone(
         f"audit/{org}/2026-01-10/000000000006-000000000007.jsonl.gz",
     ]
     assert archived_lines(storage) == [canonical_json(event_record(e)) for e in events[:7]]
-    assert sorted(e.chain_seq for e in all_db_events(zoned_factory)) == [8, 9]
+    assert sorted(int(e.chain_seq or 0) for e in all_db_events(zoned_factory)) == [8, 9]
     for batch in arch._batches(str(org)):
         assert batch.min_occurred_at.tzinfo is not None
     (first, second, *_) = arch._batches(str(org))
@@ -175,7 +175,7 @@ def test_a_later_batch_failing_records_nothing_after_it(
     (first,) = arch._batches(str(org))
     assert (first.first_seq, first.last_seq) == (1, 2)
     assert [info.key for info in storage.list()] == [first.key]
-    assert sorted(e.chain_seq for e in all_db_events(uow_factory)) == list(range(3, 9))
+    assert sorted(int(e.chain_seq or 0) for e in all_db_events(uow_factory)) == list(range(3, 9))
     rerun = AuditArchiver(uow_factory, storage, clock, after_days=90).archive()
     assert (rerun.problems, rerun.events) == ([], 6)
     assert all_db_events(uow_factory) == []
@@ -216,3 +216,64 @@ def test_the_first_event_after_the_archive_must_link_to_it(
     assert report.events == 0
     assert len(storage.list()) == 1
     assert [e.id for e in all_db_events(uow_factory)] == [forged.id]
+
+
+class _RaceRepository:
+    """The archive repository of a unit of work; ``race`` runs once right after the
+    first ``next_batch`` (between the batch bounds query and the line query)."""
+
+    def __init__(self, inner: Any, owner: _RacingFactory) -> None:
+        self._inner = inner
+        self._owner = owner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def next_batch(self, stream: str, **kwargs: Any) -> Any:
+        found = self._inner.next_batch(stream, **kwargs)
+        race, self._owner.race = self._owner.race, None
+        if race is not None:
+            race()
+        return found
+
+
+class _RacingFactory:
+    def __init__(self, inner: SqlUnitOfWorkFactory) -> None:
+        self.inner = inner
+        self.race: Any = None
+
+    def __call__(self, *, read_only: bool = False, replica: bool = False) -> Any:
+        uow = self.inner(read_only=read_only, replica=replica)
+        uow.audit_archive = _RaceRepository(uow.audit_archive, self)
+        return uow
+
+
+def test_a_batch_archived_by_another_run_between_the_two_queries(
+    zoned_factory: SqlUnitOfWorkFactory,
+) -> None:
+    """Another archiver records the batch (and deletes its rows) after this run found the
+    batch's bounds and before it read the lines; events are appended with old times
+    meanwhile too: this run records nothing, each event is archived once, and the next
+    run carries on with the appended ones."""
+    org = new_id()
+    events = append(zoned_factory, org, hours(T0, 3))
+    storage = MemoryBlobStorage()
+    racing = _RacingFactory(zoned_factory)
+    other, _ = archiver(zoned_factory, storage)
+    late: list[Any] = []
+
+    def race() -> None:
+        assert other.archive().events == 3
+        late.extend(append(zoned_factory, org, [T0 + timedelta(hours=1)]))
+
+    racing.race = race
+    arch, _ = archiver(racing, storage)  # type: ignore[arg-type]
+    report = arch.archive()
+    (problem,) = report.problems
+    assert "archived meanwhile" in problem
+    assert report.events == 0
+    assert [b.last_seq for b in arch._batches(str(org))] == [3]
+    assert [e.id for e in all_db_events(zoned_factory)] == [late[0].id]
+    assert archiver(zoned_factory, storage)[0].archive().events == 1
+    assert archived_lines(storage) == [canonical_json(event_record(e)) for e in events + late]
+    assert arch.verify().problems == []

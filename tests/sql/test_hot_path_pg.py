@@ -82,11 +82,16 @@ def test_logout_elsewhere_stops_the_token_at_the_next_check(
     assert checker.auth.authenticate(token.access_token).id == user.id
     assert checker.auth.authenticate(token.access_token).id == user.id  # signature remembered
 
+    assert checker.auth.verify_access_token(token.access_token).session_id == token.session_id
+
     writer.auth.logout(user.id, token.session_id)
 
     with pytest.raises(TokenRevoked):
         checker.auth.authenticate(token.access_token)
+    with pytest.raises(TokenRevoked):
+        checker.auth.verify_access_token(token.access_token)
     assert checker.auth.authenticate(kept.access_token).id == user.id  # another session lives
+    assert checker.auth.verify_access_token(kept.access_token).session_id == kept.session_id
 
 
 def test_a_session_revoked_in_the_database_alone_is_refused_without_replicas(

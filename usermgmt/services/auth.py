@@ -373,7 +373,7 @@ class AuthService:
         session's revocation are checked again, which keeps the per-request cost low.
         """
         claims = self._signed_claims(token)
-        if self._is_revoked(claims.session_id):
+        if self._is_revoked(claims):
             raise TokenRevoked("This session has ended.")
         return claims
 
@@ -459,13 +459,16 @@ class AuthService:
             raise InvalidToken("Invalid token.")
         return user
 
-    def _is_revoked(self, session_id: UUID) -> bool:
+    def _is_revoked(self, claims: AccessClaims) -> bool:
+        session_id = claims.session_id
         store = self._k.revocations
         if store is not None:
             try:
                 return store.is_revoked(session_id)
             except BackendUnavailable:
                 logger.warning("revocation store unavailable: checking the database")
+        if self._one is not None:  # one SELECT instead of a transaction
+            return not self._one.live_session_user(session_id, claims.user_id)[0]
         session = self._k.read(lambda uow: uow.sessions.get(session_id))
         return session is None or session.revoked_at is not None
 
