@@ -7,7 +7,8 @@
   fresh connection (see :mod:`usermgmt.backends.sqlalchemy.uow`).
 * ``?connection_limit=20&pool_timeout=10`` (the seed's pool settings) become the pool's
   ``pool_size`` (with no overflow) and ``pool_timeout``; they are stripped from the URL
-  before connecting.
+  before connecting. So is psycopg's ``?prepare_threshold=`` (a whole number, or ``none``
+  to prepare nothing: PgBouncer in transaction mode without prepared-statement support).
 * SQLite connections enforce foreign keys, use the WAL journal and wait for locks
   (``busy_timeout``). SQLAlchemy emits the ``BEGIN`` itself: ``BEGIN IMMEDIATE`` for
   units of work that may write, so concurrent writers queue up on the database lock
@@ -93,6 +94,16 @@ def _positive(name: str, value: str, convert: type[int] | type[float]) -> int | 
     return number
 
 
+def _threshold(value: str | tuple[str, ...]) -> int | None:
+    if isinstance(value, str) and value.lower() == "none":
+        return None
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    raise ConfigurationError(
+        f"DATABASE_URL: prepare_threshold must be a whole number or none, not {value!r}"
+    )
+
+
 def parse_url(url: str) -> EngineOptions:
     """Normalise a database URL and take the pool settings out of its query string.
 
@@ -127,6 +138,11 @@ def parse_url(url: str) -> EngineOptions:
         kwargs["max_overflow"] = 0  # the limit is the total, as in the seed
     if timeout is not None:
         kwargs["pool_timeout"] = float(_positive("pool_timeout", timeout, float))
+    threshold = (
+        query.pop("prepare_threshold", None) if parsed.get_driver_name() == "psycopg" else None
+    )
+    if threshold is not None:  # psycopg's: "none" never prepares (PgBouncer, transaction mode)
+        kwargs["connect_args"] = {"prepare_threshold": _threshold(threshold)}
     parsed = parsed.set(query=query)
     # No pool_pre_ping (a round trip per checkout): a connection that died while pooled
     # is detected by the first statement of a unit of work, which then runs again on a

@@ -182,15 +182,31 @@ def _psycopg_rows(
         started = time.perf_counter() if hooks.active() else None
         try:
             driver.autocommit = True
+            # prepare_threshold=none (PgBouncer in transaction mode): never prepared
+            prepare = driver.prepare_threshold is not None
             try:
-                found: list[tuple[Any, ...]] = driver.execute(sql, params, prepare=True).fetchall()
+                found: list[tuple[Any, ...]] = driver.execute(
+                    sql, params, prepare=prepare
+                ).fetchall()
             finally:
                 if not driver.closed:
                     driver.autocommit = False
+        except psycopg.errors.InvalidSqlStatementName as exc:
+            # the server forgot the prepared statement behind psycopg's back (DEALLOCATE
+            # or DISCARD ALL from a pooler or another tool): psycopg would keep using the
+            # name, so the connection goes and the read (nothing ran) runs on a new one
+            pooled.invalidate(exc)
+            if attempt == 1:
+                logger.info("prepared statement gone on the server; retrying on a new connection")
+                continue
+            raise_translated(DBAPIError.instance(sql, params, exc, psycopg.Error))
         except psycopg.Error as exc:
             if driver.closed or driver.broken:
-                pooled.invalidate(exc)
-                engine.dispose(close=False)  # its other pooled connections are as old
+                # as SQLAlchemy does on a disconnect: this connection goes, and the pool's
+                # older ones (as old: likely dead too) are closed and replaced at their
+                # next checkout. (Engine.dispose would leave the live ones open beside a
+                # new pool: past the connection limit.)
+                engine.pool._invalidate(pooled, exc)
                 if attempt == 1:
                     logger.info("database connection lost while pooled; retrying on a new one")
                     continue
