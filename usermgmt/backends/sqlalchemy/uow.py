@@ -285,7 +285,7 @@ class SqlUnitOfWorkFactory:
             hot.rows((self.engine,), _SELECT_1, {})
         except BackendUnavailable:
             raise
-        except UserMgmtError as exc:
+        except (UserMgmtError, SQLAlchemyError, OSError) as exc:
             raise BackendUnavailable("The database is unavailable.") from exc
 
     def dispose(self) -> None:
