@@ -153,6 +153,7 @@ class Settings(BaseSettings):
     reset_password_path: str = "/reset-password"
     accept_invitation_path: str = "/accept-invitation"
     app_permissions: CsvList = Field(default_factory=list)
+    http_check_threads: int = Field(default=2, ge=1, le=64)
 
     # --- email ---------------------------------------------------------------------------
     email_provider: EmailProvider | None = None

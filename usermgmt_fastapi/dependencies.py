@@ -41,7 +41,6 @@ from fastapi import Depends, Request
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.base import SecurityBase
-from starlette.concurrency import run_in_threadpool
 
 from usermgmt.app import UserManagement
 from usermgmt.backends.memory import MemoryCache, MemoryRevocationStore, MemoryUnitOfWorkFactory
@@ -53,6 +52,7 @@ from usermgmt.permissions import validate_permission_name
 from usermgmt.services.base import parse_uuid
 from usermgmt_fastapi.errors import request_id_of
 from usermgmt_fastapi.middleware import STATE_KEY, request_id_from
+from usermgmt_fastapi.threads import run_check
 
 __all__ = [
     "ORG_ID_PARAM",
@@ -151,7 +151,7 @@ def reads_in_process(um: UserManagement) -> bool:
 async def _call(um: UserManagement, function: Callable[..., T], *args: Any) -> T:
     if reads_in_process(um):
         return function(*args)
-    return await run_in_threadpool(function, *args)
+    return await run_check(um.settings.http_check_threads, function, *args)
 
 
 def _verify(um: UserManagement, token: str) -> AccessClaims:
@@ -264,7 +264,7 @@ class CurrentUserDependency(_BearerScheme):
             if reads_in_process(um):
                 user = _authenticate(um, token)
             else:
-                user = await run_in_threadpool(_authenticate, um, token)
+                user = await run_check(um.settings.http_check_threads, _authenticate, um, token)
             _remember(request, authorization, user)
         return user
 
@@ -327,7 +327,9 @@ class PermissionDependency(_BearerScheme):
         if reads_in_process(um):
             user, effective = _authorize(*arguments)
         else:
-            user, effective = await run_in_threadpool(_authorize, *arguments)
+            user, effective = await run_check(
+                um.settings.http_check_threads, _authorize, *arguments
+            )
         if known is None:
             _remember(request, authorization, user)
         return effective

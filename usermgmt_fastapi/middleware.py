@@ -35,7 +35,6 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -49,6 +48,7 @@ from usermgmt.observability.context import bind_request, current_user_id, unbind
 from usermgmt.observability.metrics import UNMATCHED_ROUTE
 from usermgmt.ports import RateLimitResult
 from usermgmt_fastapi.errors import internal_error_response, render
+from usermgmt_fastapi.threads import run_check
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -280,7 +280,9 @@ class UserMgmtMiddleware:
         if _in_process(um.backends.rate_limiter):  # a lock and a dict: no I/O
             outcome = http.count_global_rate(um, peer, forwarded_for)
         else:  # off the event loop: Redis is a network round trip
-            outcome = await run_in_threadpool(http.count_global_rate, um, peer, forwarded_for)
+            outcome = await run_check(
+                um.settings.http_check_threads, http.count_global_rate, um, peer, forwarded_for
+            )
         if type(outcome) is RateLimitResult and outcome.allowed:  # the usual answer
             exchange.added = http.rate_limit_headers_raw(outcome)
             return None
