@@ -20,9 +20,11 @@ def find_spec(name: str) -> object | None:
     return importlib.util.find_spec(name) if _MAY_IGNORE else True
 
 
-# tests/sql imports SQLAlchemy and Alembic at module level.
+# tests/sql imports SQLAlchemy and Alembic at module level, and one module psycopg.
 if find_spec("sqlalchemy") is None or find_spec("alembic") is None:
     collect_ignore_glob.append("sql/*")
+elif find_spec("psycopg") is None:
+    collect_ignore_glob.append("sql/test_hot_path_review_pg.py")
 
 # tests/audit runs on SQLite and PostgreSQL (SQLAlchemy at module level), archives to
 # moto's S3 in test_s3.py and creates PostgreSQL roles with psycopg in test_roles_pg.py.
