@@ -33,6 +33,7 @@ core errors, which the installed error handlers render as 401/403/404 problems.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Annotated, Any, Final, TypeVar
 from uuid import UUID
@@ -292,12 +293,8 @@ def _authorize(
     if user is None:
         user = _authenticate(um, token)
     org = _organization(org_id)
-    # The usual answer (a member holding the permission) needs no request context: it
-    # is built only for a refusal, which require() audits.
-    effective = um.authz.effective(user.id, org)
-    if effective is not None and permission in effective.permissions:
-        return user, effective
-    return user, um.authz.require(user.id, org, permission, _context_of(request, um))
+    context = functools.partial(_context_of, request, um)  # built only for a refusal
+    return user, um.authz.require(user.id, org, permission, context)
 
 
 class PermissionDependency(_BearerScheme):

@@ -79,11 +79,8 @@ def permission_required(
             user = current_user()
             um = get_um()
             org = parse_uuid(org_id, "organization")
-            # The usual answer (a member holding the permission) needs no request
-            # context: it is built only for a refusal, which require() audits.
-            effective = um.authz.effective(user.id, org)
-            if effective is None or permission not in effective.permissions:
-                effective = um.authz.require(user.id, org, permission, request_context())
+            # the request context is built only for a refusal (require() audits it)
+            effective = um.authz.require(user.id, org, permission, request_context)
             remember_permissions(effective)
             return view(*args, **kwargs)
 

@@ -13,6 +13,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from uuid import UUID
 
 from usermgmt.errors import BackendUnavailable, NotFound, PermissionDenied
@@ -71,17 +72,21 @@ class AuthorizationService:
         user_id: UUID,
         organization_id: UUID,
         permission: str,
-        ctx: RequestContext | None = None,
+        ctx: RequestContext | Callable[[], RequestContext] | None = None,
     ) -> EffectivePermissions:
         """The user's permissions if they include ``permission``.
 
         Raises NotFound("organization") for outsiders (no existence leak) and
-        PermissionDenied for members without the permission (audited).
+        PermissionDenied for members without the permission (audited). ``ctx`` may be a
+        function building the request context: only a refusal, which is audited, calls
+        it (adapters pass one, so the usual answer builds no context).
         """
         eff = self.effective(user_id, organization_id)
         if eff is None:
             raise NotFound("organization")
         if permission not in eff.permissions:
+            if callable(ctx):
+                ctx = ctx()
             self._k.write(
                 lambda uow: self._k.audit(
                     uow,
