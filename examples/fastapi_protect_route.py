@@ -17,38 +17,43 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI
 
 import usermgmt_fastapi
-from usermgmt import EffectivePermissions, User, UserManagement
+from usermgmt import Access, User, UserManagement
 
 um = UserManagement.from_env(permissions=[("project:read", "See the organization's projects")])
 app = FastAPI(title="Projects")
 usermgmt_fastapi.mount(app, um)
 
-#: The caller, authenticated by the bearer access token.
+#: A caller holding ``project:read`` in the organization of the path: the dependency
+#: checks the bearer token and the permission, and gives the caller (``access.user``)
+#: with their permissions and roles there. One dependency is all a route needs.
+CanReadProjects = Annotated[Access, Depends(usermgmt_fastapi.require_permission("project:read"))]
+#: Any signed-in caller (no organization involved).
 CurrentUser = Annotated[User, Depends(usermgmt_fastapi.current_user)]
 
 
-@app.get(
-    "/orgs/{org_id}/projects",
-    dependencies=[Depends(usermgmt_fastapi.require_permission("project:read"))],
-)
-def list_projects(org_id: str, user: CurrentUser) -> dict[str, Any]:
+@app.get("/orgs/{org_id}/projects")
+def list_projects(org_id: str, access: CanReadProjects) -> dict[str, Any]:
     """Only members holding ``project:read`` in this organization get here."""
-    return {"organization_id": org_id, "requested_by": user.email, "projects": []}
+    return {"organization_id": org_id, "requested_by": access.user.email, "projects": []}
 
 
 @app.get("/orgs/{org_id}/dashboard")
 def dashboard(
     org_id: str,
-    access: Annotated[
-        EffectivePermissions, Depends(usermgmt_fastapi.require_permission("organization:read"))
-    ],
+    access: Annotated[Access, Depends(usermgmt_fastapi.require_permission("organization:read"))],
 ) -> dict[str, Any]:
-    """The dependency also returns the caller's permissions there, to tailor the answer."""
+    """The caller's permissions there tailor the answer."""
     return {
         "organization_id": org_id,
         "can_see_projects": "project:read" in access.permissions,
         "roles": sorted(access.roles),
     }
+
+
+@app.get("/me/greeting")
+def greeting(user: CurrentUser) -> dict[str, str]:
+    """Routes outside an organization only need the caller."""
+    return {"greeting": f"Hello, {user.name or user.email}"}
 
 
 if __name__ == "__main__":

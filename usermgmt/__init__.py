@@ -18,6 +18,7 @@ from usermgmt.clock import FakeClock, SystemClock
 from usermgmt.config import Settings
 from usermgmt.errors import UserMgmtError
 from usermgmt.models import (
+    Access,
     AccessClaims,
     AuditEvent,
     EffectivePermissions,
@@ -38,6 +39,7 @@ from usermgmt.services.users import RegistrationResult
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Access",
     "AccessClaims",
     "AuditEvent",
     "Backends",

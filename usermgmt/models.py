@@ -232,6 +232,32 @@ class EffectivePermissions:
 
 
 @dataclass(frozen=True, slots=True)
+class Access(EffectivePermissions):
+    """What passing a permission check gives a route: the caller (:attr:`user`) with
+    their effective permissions and role names in the organization.
+
+    The FastAPI dependency ``require_permission(...)`` returns one, so a route needs
+    a single dependency for both the check and the caller; Flask's
+    ``current_permissions()`` returns one too.
+    """
+
+    user: User
+
+    @classmethod
+    def of(cls, effective: EffectivePermissions, user: User) -> Access:
+        """``effective`` (the permissions of ``user``) together with ``user``."""
+        if effective.user_id != user.id:
+            raise ValueError("the effective permissions are not this user's")
+        return cls(
+            organization_id=effective.organization_id,
+            user_id=effective.user_id,
+            permissions=effective.permissions,
+            roles=effective.roles,
+            user=user,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class MemberView:
     """A membership with its user and role names, as member listings show it."""
 

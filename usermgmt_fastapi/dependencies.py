@@ -20,12 +20,17 @@ parameter itself: FastAPI resolves one node each, where a chain of small
 sub-dependencies cost more per request than the work. Use them in the application's
 own routes::
 
-    @app.get(
-        "/orgs/{org_id}/projects",
-        dependencies=[Depends(usermgmt_fastapi.require_permission("project:read"))],
-    )
-    def projects(org_id: str, user: Annotated[User, Depends(usermgmt_fastapi.current_user)]):
-        ...
+    @app.get("/orgs/{org_id}/projects")
+    def projects(
+        org_id: str,
+        access: Annotated[Access, Depends(usermgmt_fastapi.require_permission("project:read"))],
+    ):
+        ...  # access.user is the caller, access.permissions what they hold there
+
+A route that needs the caller and a permission uses the one dependency
+:func:`require_permission` (its :class:`~usermgmt.Access` carries the user), not
+``current_user`` beside it: both work, but FastAPI spends about as much per request on
+each dependency it resolves as the check itself costs with in-process backends.
 
 Authentication is a bearer access token (``Authorization: Bearer …``); failures are
 core errors, which the installed error handlers render as 401/403/404 problems.
@@ -47,7 +52,7 @@ from usermgmt.app import UserManagement
 from usermgmt.backends.memory import MemoryCache, MemoryRevocationStore, MemoryUnitOfWorkFactory
 from usermgmt.errors import AuthenticationError, ConfigurationError
 from usermgmt.http import bearer_token_from
-from usermgmt.models import AccessClaims, EffectivePermissions, RequestContext, User
+from usermgmt.models import Access, AccessClaims, RequestContext, User
 from usermgmt.observability.context import set_user_id
 from usermgmt.permissions import validate_permission_name
 from usermgmt.services.base import parse_uuid
@@ -287,14 +292,14 @@ def _authorize(
     org_id: str,
     permission: str,
     request: Request,
-) -> tuple[User, EffectivePermissions]:
+) -> Access:
     """Authenticate (unless ``user`` is known already), then require ``permission``:
     the sync work of a :func:`require_permission` dependency, in one call."""
     if user is None:
         user = _authenticate(um, token)
     org = _organization(org_id)
     context = functools.partial(_context_of, request, um)  # built only for a refusal
-    return user, um.authz.require(user.id, org, permission, context)
+    return Access.of(um.authz.require(user.id, org, permission, context), user)
 
 
 class PermissionDependency(_BearerScheme):
@@ -308,9 +313,9 @@ class PermissionDependency(_BearerScheme):
         self.usermgmt_permission = permission  # introspection (SEC-AC-01)
         self.__name__ = f"require_permission[{permission}]"
 
-    async def __call__(self, request: Request) -> EffectivePermissions:
-        """The caller's effective permissions in the organization ``org_id``; see
-        :func:`require_permission`."""
+    async def __call__(self, request: Request) -> Access:
+        """The caller and their effective permissions in the organization ``org_id``;
+        see :func:`require_permission`."""
         org_id = request.path_params.get(ORG_ID_PARAM)
         if not isinstance(org_id, str):
             raise ConfigurationError(
@@ -322,14 +327,12 @@ class PermissionDependency(_BearerScheme):
         token = "" if known is not None else _token_of_header(authorization)
         arguments = (um, token, known, org_id, self.permission, request)
         if reads_in_process(um):
-            user, effective = _authorize(*arguments)
+            access = _authorize(*arguments)
         else:
-            user, effective = await run_check(
-                um.settings.http_check_threads, _authorize, *arguments
-            )
+            access = await run_check(um.settings.http_check_threads, _authorize, *arguments)
         if known is None:
-            _remember(request, authorization, user)
-        return effective
+            _remember(request, authorization, access.user)
+        return access
 
     def __repr__(self) -> str:
         return f"usermgmt_fastapi.require_permission({self.permission!r})"
@@ -337,7 +340,16 @@ class PermissionDependency(_BearerScheme):
 
 def require_permission(permission: str) -> PermissionDependency:
     """A dependency requiring ``permission`` in the organization named by the path
-    parameter ``org_id``; it returns the caller's effective permissions there.
+    parameter ``org_id``; it returns an :class:`~usermgmt.Access`: the caller
+    (``access.user``) with their effective permissions and roles there. One
+    dependency is then all a route needs (each dependency costs FastAPI about as
+    much per request as the check itself)::
+
+        Projects = Annotated[Access, Depends(require_permission("project:read"))]
+
+        @app.get("/orgs/{org_id}/projects")
+        def projects(org_id: str, access: Projects) -> dict[str, Any]:
+            return {"requested_by": access.user.email}
 
     An outsider gets 404 (the organization's existence is not revealed), a member
     without the permission 403 (audited). Raises ValidationError at once for a name

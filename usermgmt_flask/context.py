@@ -17,7 +17,7 @@ from flask import current_app, request
 from usermgmt import http
 from usermgmt.app import UserManagement
 from usermgmt.errors import AuthenticationError, ConfigurationError
-from usermgmt.models import AccessClaims, EffectivePermissions, RequestContext, User
+from usermgmt.models import Access, AccessClaims, RequestContext, User
 from usermgmt.observability.context import set_user_id
 
 __all__ = [
@@ -139,18 +139,18 @@ def current_user() -> User:
     return user
 
 
-def current_permissions() -> EffectivePermissions:
-    """The caller's effective permissions in the organization checked by
-    :func:`~usermgmt_flask.permission_required` for this request.
+def current_permissions() -> Access:
+    """The caller (``.user``) and their effective permissions in the organization
+    checked by :func:`~usermgmt_flask.permission_required` for this request.
 
     Raises ConfigurationError outside a view guarded by it.
     """
     permissions = _cached(_PERMISSIONS)
-    if not isinstance(permissions, EffectivePermissions):
+    if not isinstance(permissions, Access):
         raise ConfigurationError("current_permissions() needs @permission_required on the view")
     return permissions
 
 
-def remember_permissions(permissions: EffectivePermissions) -> None:
+def remember_permissions(permissions: Access) -> None:
     """Keep the permissions :func:`~usermgmt_flask.permission_required` checked."""
     request.environ[_PERMISSIONS] = permissions

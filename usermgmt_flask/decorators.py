@@ -26,6 +26,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 from uuid import UUID
 
 from usermgmt.errors import ConfigurationError
+from usermgmt.models import Access
 from usermgmt.permissions import validate_permission_name
 from usermgmt.services.base import parse_uuid
 from usermgmt_flask.context import current_user, get_um, remember_permissions, request_context
@@ -59,8 +60,9 @@ def permission_required(
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Only callers holding ``permission`` in the organization named by the path
     parameter ``org_id`` (or ``org_id_arg``) reach the view;
-    :func:`usermgmt_flask.current_permissions` then returns their effective permissions
-    there, :func:`usermgmt_flask.current_user` the caller.
+    :func:`usermgmt_flask.current_permissions` then returns an :class:`~usermgmt.Access`
+    (the caller with their effective permissions there), :func:`usermgmt_flask.current_user`
+    the caller.
 
     The view answers 401 without a valid token, 404 to an outsider (and for a malformed
     id), 403 to a member without the permission. Raises ValidationError at once for a
@@ -81,7 +83,7 @@ def permission_required(
             org = parse_uuid(org_id, "organization")
             # the request context is built only for a refusal (require() audits it)
             effective = um.authz.require(user.id, org, permission, request_context)
-            remember_permissions(effective)
+            remember_permissions(Access.of(effective, user))
             return view(*args, **kwargs)
 
         marked: Any = guarded

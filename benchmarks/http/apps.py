@@ -4,7 +4,10 @@
   (``usermgmt_fastapi.mount`` / ``usermgmt_flask.UserMgmt``), a bare ``GET /hello``
   beside it (it goes through usermgmt's middleware like every route of the app) and
   the protected ``GET /orgs/{org_id}/projects`` of ``examples/*_protect_route.py``
-  (``require_permission("project:read")`` / ``@permission_required("project:read")``).
+  (``require_permission("project:read")``, one dependency giving the caller too /
+  ``@permission_required("project:read")``); FastAPI also serves it as
+  ``/orgs/{org_id}/projects-2deps`` declared the older way, with ``current_user``
+  beside the permission (two dependencies).
 * :func:`fastapi_bare` / :func:`flask_bare`: the framework with nothing but ``GET /hello``.
 * :func:`fastapi_users_app`: fastapi-users' documented full SQLAlchemy example (JWT
   strategy, bearer transport, ``GET /users/me``) on its own PostgreSQL database.
@@ -45,6 +48,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 PERMISSION = "project:read"
+#: FastAPI only: the protected route declared with two dependencies (see fastapi_usermgmt).
+TWO_DEPENDENCIES_ROUTE = "/orgs/{org_id}/projects-2deps"
 #: Long enough for usermgmt's policy (15+) and not in any breach list.
 PASSWORD = "benchmark-Correct-Horse-Battery-Staple-7"
 
@@ -129,7 +134,7 @@ def fastapi_usermgmt() -> Any:
     from fastapi import Depends, FastAPI
 
     import usermgmt_fastapi
-    from usermgmt import User
+    from usermgmt import Access, User
 
     um = make_um()
 
@@ -145,11 +150,20 @@ def fastapi_usermgmt() -> Any:
     async def hello() -> dict[str, str]:
         return {"hello": "world"}
 
+    @app.get("/orgs/{org_id}/projects")
+    async def list_projects(
+        org_id: str,
+        access: Annotated[Access, Depends(usermgmt_fastapi.require_permission(PERMISSION))],
+    ) -> dict[str, Any]:
+        return {"organization_id": org_id, "requested_by": access.user.email, "projects": []}
+
+    # The pattern the docs recommended before Access: the permission in ``dependencies=``
+    # and current_user beside it (two dependency nodes); measured and reported, not a gate.
     @app.get(
-        "/orgs/{org_id}/projects",
+        TWO_DEPENDENCIES_ROUTE,
         dependencies=[Depends(usermgmt_fastapi.require_permission(PERMISSION))],
     )
-    async def list_projects(
+    async def list_projects_two_dependencies(
         org_id: str, user: Annotated[User, Depends(usermgmt_fastapi.current_user)]
     ) -> dict[str, Any]:
         return {"organization_id": org_id, "requested_by": user.email, "projects": []}

@@ -34,6 +34,7 @@ NAMES = (
     "fastapi /hello",
     "fastapi /users/me",
     "fastapi protected",
+    "fastapi protected 2 deps",
     "flask bare /hello",
     "flask /hello",
     "flask /users/me",
@@ -143,7 +144,8 @@ def measure(requests: int) -> None:
     _measure(_asgi(apps.fastapi_bare(), "/hello", []), requests)
     app, seed = _seeded(apps.fastapi_usermgmt)
     bearer = [(b"authorization", f"Bearer {seed['token']}".encode())]
-    for path in ("/hello", "/users/me", f"/orgs/{seed['org_id']}/projects"):
+    two = apps.TWO_DEPENDENCIES_ROUTE.replace("{org_id}", seed["org_id"])
+    for path in ("/hello", "/users/me", f"/orgs/{seed['org_id']}/projects", two):
         _measure(_asgi(app, path, bearer), requests)
     _measure(_wsgi(apps.flask_bare(), "/hello", None), requests)
     app, seed = _seeded(apps.flask_usermgmt)
@@ -184,7 +186,9 @@ def main() -> int:
         print(f"{name:<22} {count / 1000:8.0f} k instructions / request")
     for framework in ("fastapi", "flask"):
         bare = per_request[f"{framework} bare /hello"]
-        for route in ("/hello", "/users/me", "protected"):
+        for route in ("/hello", "/users/me", "protected", "protected 2 deps"):
+            if f"{framework} {route}" not in per_request:
+                continue
             ratio = bare / per_request[f"{framework} {route}"]
             print(f"{framework}: bare /hello / {route}: {ratio:.2f}")
     return 0

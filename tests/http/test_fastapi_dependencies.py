@@ -11,7 +11,7 @@ import pytest
 
 from tests.http.conftest import DEMO_PATH, DEMO_PERMISSION, OPENAPI_ADAPTERS
 from usermgmt.errors import ValidationError
-from usermgmt.models import EffectivePermissions, User
+from usermgmt.models import Access, EffectivePermissions, User
 
 
 @pytest.fixture(params=OPENAPI_ADAPTERS)
@@ -53,6 +53,22 @@ def own_app(api_factory) -> Iterator[tuple[Any, Any, Any]]:
     @app.get("/me/email")
     def my_email(user: usermgmt_fastapi.CurrentUser) -> dict[str, str]:
         return {"email": user.email}
+
+    @app.get("/orgs/{org_id}/projects")
+    async def projects(
+        org_id: str,
+        access: Annotated[Access, Depends(usermgmt_fastapi.require_permission(DEMO_PERMISSION))],
+    ) -> dict[str, Any]:
+        # the one dependency gives the caller and the permissions (no current_user)
+        return {
+            "email": access.user.email,
+            "user_id": str(access.user_id),
+            "same_user": access.user.id == access.user_id,
+            "organization_id": str(access.organization_id),
+            "is_effective_permissions": isinstance(access, EffectivePermissions),
+            "holds": DEMO_PERMISSION in access.permissions,
+            "roles": sorted(access.roles),
+        }
 
     with TestClient(app, raise_server_exceptions=False) as client:
         yield api, app, client
@@ -130,3 +146,44 @@ def test_dependency_overrides_still_replace_current_user(own_app):
     finally:
         app.dependency_overrides.clear()
     assert client.get("/me/email").status_code == 401
+
+
+def test_one_require_permission_dependency_gives_the_caller_and_the_permissions(own_app):
+    api, app, client = own_app
+    owner, member, outsider = api.account(), api.account(), api.account()
+    org_id = api.org(owner)
+    api.add_member(org_id, owner, member)
+
+    answer = client.get(f"/orgs/{org_id}/projects", headers=_bearer(owner.token))
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "email": owner.email,
+        "user_id": str(owner.user.id),
+        "same_user": True,
+        "organization_id": str(org_id),
+        "is_effective_permissions": True,
+        "holds": True,
+        "roles": ["owner"],
+    }
+    # a plain member does not hold the demo permission; an outsider does not see the org
+    assert client.get(f"/orgs/{org_id}/projects", headers=_bearer(member.token)).status_code == 403
+    assert (
+        client.get(f"/orgs/{org_id}/projects", headers=_bearer(outsider.token)).status_code == 404
+    )
+    assert client.get(f"/orgs/{org_id}/projects").status_code == 401
+    # the OpenAPI document still lists the path parameter and the bearer scheme
+    operation = app.openapi()["paths"]["/orgs/{org_id}/projects"]["get"]
+    assert [p["name"] for p in operation["parameters"]] == ["org_id"]
+    assert operation["security"] == [{"bearer": []}]
+
+
+def test_access_of_refuses_permissions_of_another_user(api):
+    owner, other = api.account(), api.account()
+    org_id = api.org(owner)
+    from uuid import UUID
+
+    effective = api.um.authz.effective(owner.user.id, UUID(org_id))
+    assert effective is not None
+    assert Access.of(effective, owner.user).user == owner.user
+    with pytest.raises(ValueError, match="not this user"):
+        Access.of(effective, other.user)

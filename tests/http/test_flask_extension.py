@@ -154,7 +154,11 @@ def guarded(flask_kit):
     @ext.permission_required(DEMO_PERMISSION)
     def projects(org_id: str) -> dict[str, Any]:
         permissions = ext.current_permissions()
-        return {"organization_id": org_id, "roles": sorted(permissions.roles)}
+        return {
+            "organization_id": org_id,
+            "roles": sorted(permissions.roles),
+            "caller": permissions.user.email,  # an Access: the caller comes with it
+        }
 
     @app.get("/teams/<team>/settings")
     @ext.permission_required("organization:update", org_id_arg="team")
@@ -195,7 +199,7 @@ def test_permission_required(guarded):
     denied = api.get(path, token=member.token)
 
     assert allowed.status_code == 200
-    assert allowed.json() == {"organization_id": org, "roles": ["owner"]}
+    assert allowed.json() == {"organization_id": org, "roles": ["owner"], "caller": owner.email}
     assert denied.status_code == 403
     assert denied.json()["permission"] == DEMO_PERMISSION
     assert api.get(path, token=outsider.token).status_code == 404
