@@ -88,7 +88,11 @@ _bearer = HTTPBearer(auto_error=False, scheme_name="bearer", description=_BEARER
 
 
 def _um_of(request: Request) -> UserManagement:
-    um = getattr(request.app.state, STATE_KEY, None)
+    state = getattr(request.scope.get("app"), "state", None)
+    # Starlette's State keeps its attributes in the dict ``_state``: reading it there
+    # skips State.__getattr__ (this runs for every authenticated request).
+    values = getattr(state, "_state", None)
+    um = values.get(STATE_KEY) if type(values) is dict else getattr(state, STATE_KEY, None)
     if not isinstance(um, UserManagement):
         raise ConfigurationError("call usermgmt_fastapi.mount(app, um) before serving requests")
     return um
@@ -316,7 +320,8 @@ class PermissionDependency(_BearerScheme):
     async def __call__(self, request: Request) -> Access:
         """The caller and their effective permissions in the organization ``org_id``;
         see :func:`require_permission`."""
-        org_id = request.path_params.get(ORG_ID_PARAM)
+        path_params = request.scope.get("path_params")
+        org_id = path_params.get(ORG_ID_PARAM) if path_params else None
         if not isinstance(org_id, str):
             raise ConfigurationError(
                 f"require_permission needs the path parameter {{{ORG_ID_PARAM}}} on the route"

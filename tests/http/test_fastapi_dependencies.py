@@ -175,15 +175,3 @@ def test_one_require_permission_dependency_gives_the_caller_and_the_permissions(
     operation = app.openapi()["paths"]["/orgs/{org_id}/projects"]["get"]
     assert [p["name"] for p in operation["parameters"]] == ["org_id"]
     assert operation["security"] == [{"bearer": []}]
-
-
-def test_access_of_refuses_permissions_of_another_user(api):
-    owner, other = api.account(), api.account()
-    org_id = api.org(owner)
-    from uuid import UUID
-
-    effective = api.um.authz.effective(owner.user.id, UUID(org_id))
-    assert effective is not None
-    assert Access.of(effective, owner.user).user == owner.user
-    with pytest.raises(ValueError, match="not this user"):
-        Access.of(effective, other.user)
