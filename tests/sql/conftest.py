@@ -46,6 +46,7 @@ TABLES = (
     "audit_logs",
     "audit_chain_heads",
     "audit_archive_batches",
+    "lockout_counters",
 )
 
 

@@ -39,8 +39,13 @@ EXPECTED: dict[str, dict[str, int]] = {
     # Kernel.read without replica=True, too), plain for a read-only one.
     # An audit event is 3 statements (issue 7's hash chain): UPDATE audit_chain_heads ...
     # RETURNING (the stream's row lock), INSERT audit_logs, UPDATE the head's hash.
+    # Without Redis the login lockout lives in the database (SECURITY.md F1, migration
+    # 0003), so every process shares it: a login reserves its attempt (one INSERT ... ON
+    # CONFLICT DO UPDATE ... RETURNING, autocommit) and a success clears it (one DELETE).
     "sqlite": {
-        "login": 9,  # BEGIN + user by email | BEGIN + user FOR UPDATE, UPDATE user, INSERT session, audit (3)
+        # lockout upsert | BEGIN + user by email | lockout DELETE |
+        # BEGIN + user FOR UPDATE, UPDATE user, INSERT session, audit (3)
+        "login": 11,
         "refresh": 7,  # BEGIN, session, user, UPDATE session (compare-and-set), audit (3)
         # The per-request checks are one statement each outside a transaction (no BEGIN):
         # membership + user + roles + permissions; session (revocation) + user.
@@ -51,7 +56,9 @@ EXPECTED: dict[str, dict[str, int]] = {
     },
     # PostgreSQL: BEGIN is implicit; a write that may break a constraint runs in a SAVEPOINT.
     "postgresql": {
-        "login": 9,  # user by email | user FOR NO KEY UPDATE, SAVEPOINT, UPDATE, RELEASE, INSERT, audit (3)
+        # lockout upsert | user by email | lockout DELETE |
+        # user FOR NO KEY UPDATE, SAVEPOINT, UPDATE, RELEASE, INSERT, audit (3)
+        "login": 11,
         "refresh": 6,
         "has_permission_cold": 1,  # one SELECT in autocommit (no BEGIN / ROLLBACK either)
         "has_permission_warm": 0,

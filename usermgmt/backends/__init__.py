@@ -75,6 +75,9 @@ def build_backends(settings: Settings, clock: Clock, runner: TaskRunner) -> Back
 
     url = settings.database_url
     in_process = url.startswith("memory:")
+    # The login lockout in the SQL database (SECURITY.md F1): the counter every process
+    # shares without Redis, and the backstop while Redis fails.
+    sql_attempts: AttemptCounter | None = None
     if in_process:
         uow: UnitOfWorkFactory = memory.MemoryUnitOfWorkFactory(memory.MemoryStore())
     elif url.startswith(("sqlite", "postgres")):
@@ -83,6 +86,7 @@ def build_backends(settings: Settings, clock: Clock, runner: TaskRunner) -> Back
             require_module("psycopg", "psycopg", "postgres")
         sql = _our_backend("usermgmt.backends.sqlalchemy", "SQL storage")
         uow = sql.build_unit_of_work_factory(settings)
+        sql_attempts = sql.build_attempt_counter(uow, settings, clock)
     else:
         raise ConfigurationError(
             "DATABASE_URL must start with postgresql://, sqlite:// or memory://"
@@ -91,17 +95,23 @@ def build_backends(settings: Settings, clock: Clock, runner: TaskRunner) -> Back
     if settings.redis_url:
         require_module("redis", "redis", "redis")
         redis_backends = _our_backend("usermgmt.backends.redis", "Redis support")
-        cache, limiter, attempts, revocations = redis_backends.build(settings, clock)
+        cache, limiter, attempts, revocations = redis_backends.build(
+            settings, clock, lockout_backstop=sql_attempts
+        )
     else:
         # Without a shared store only a single in-process database may cache answers and
         # trust a local denylist; several processes on one SQL database must read it.
         cache = memory.MemoryCache(clock=clock) if in_process else None
         limiter = memory.MemoryRateLimiter(clock)
-        attempts = memory.MemoryAttemptCounter(
-            clock,
-            max_failures=settings.login_max_failures,
-            lockout_seconds=settings.login_lockout_seconds,
-            max_lockout_seconds=settings.login_lockout_max_seconds,
+        attempts = (
+            sql_attempts
+            if sql_attempts is not None
+            else memory.MemoryAttemptCounter(
+                clock,
+                max_failures=settings.login_max_failures,
+                lockout_seconds=settings.login_lockout_seconds,
+                max_lockout_seconds=settings.login_lockout_max_seconds,
+            )
         )
         revocations = memory.MemoryRevocationStore(clock) if in_process else None
 

@@ -91,10 +91,16 @@ def revocation_ttl_floor(settings: Settings) -> float:
 
 
 def build(
-    settings: Settings, clock: Clock, *, connection: RedisConnection | None = None
+    settings: Settings,
+    clock: Clock,
+    *,
+    connection: RedisConnection | None = None,
+    lockout_backstop: AttemptCounter | None = None,
 ) -> tuple[Cache, RateLimiter, AttemptCounter, RevocationStore]:
     """``(cache, rate_limiter, attempts, revocations)`` on ``REDIS_URL``, with failover.
 
+    ``lockout_backstop`` (the SQL database's lockout counter) is where the lockout is
+    counted while Redis fails, before the in-process counter (SECURITY.md F1).
     Nothing touches the network here: the client connects on first use, so an
     application starts (degraded, see :mod:`~usermgmt.backends.redis.fallback`) while
     Redis is down.
@@ -118,6 +124,7 @@ def build(
     attempts = FailoverAttemptCounter(
         RedisAttemptCounter(conn, clock, **lockout),
         MemoryAttemptCounter(clock, **lockout),
+        backstop=lockout_backstop,
         mode=mode,
     )
     revocations = FailoverRevocationStore(

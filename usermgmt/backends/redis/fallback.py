@@ -7,9 +7,11 @@ Port                   When Redis raises (down, paused, too slow, out of memoryâ
 RateLimiter      (F1)  ``fallback`` mode: the same limit, divided by ``strictness``
                        (4; at least 1), counted in this process. ``closed`` mode:
                        BackendUnavailable (the adapters answer 503). Never unlimited.
-AttemptCounter   (F1)  the lockout is counted in this process with the same
-                       thresholds (``closed`` mode: :meth:`acquire` raises). A
-                       failure is never lost: it is counted locally instead.
+AttemptCounter   (F1)  the lockout is counted in the SQL database (the shared
+                       backstop, when the database is SQL), else in this process,
+                       with the same thresholds (``closed`` mode: only the backstop,
+                       else :meth:`acquire` raises). A failure is never lost: it is
+                       counted in the next store instead.
 RevocationStore  (F2)  BackendUnavailable: the services ask the database, which is
                        the source of truth; never "not revoked". Revocations that
                        could not be written are remembered here and retried.
@@ -68,13 +70,18 @@ __all__ = [
 
 logger = logging.getLogger("usermgmt.redis")
 
-Component = Literal["ratelimit", "lockout", "revocation", "cache"]
+#: Components that are not Redis calls: the backend named in their logs and metrics.
+_BACKENDS: dict[str, tuple[str, str]] = {"lockout_backstop": ("database", "database")}
+_REDIS = ("redis", "Redis")
+
+Component = Literal["ratelimit", "lockout", "lockout_backstop", "revocation", "cache"]
 FailureMode = Literal["fallback", "closed"]
 
 #: The degradable components and what each one does instead.
 COMPONENTS: dict[str, str] = {
     "ratelimit": "a stricter in-process limit applies",
-    "lockout": "the lockout is counted in this process",
+    "lockout": "the lockout is counted in the database backstop, else in this process",
+    "lockout_backstop": "the lockout is counted in this process",
     "revocation": "revocation checks read the database",
     "cache": "permission checks read the database",
 }
@@ -142,15 +149,16 @@ class DegradationMonitor:
         if log:
             cause = error.__cause__ or error
             logger.warning(
-                "%s: Redis unavailable (%s); %s%s",
+                "%s: %s unavailable (%s); %s%s",
                 event,
+                _BACKENDS.get(component, _REDIS)[1],
                 type(cause).__name__,
                 COMPONENTS.get(component, "degraded"),
                 f" ({suppressed} more failures since the last warning)" if suppressed else "",
                 extra={"event": event, "component": component},
             )
         if _hooks is not None:
-            _hooks.count_degradation("redis", component)
+            _hooks.count_degradation(_BACKENDS.get(component, _REDIS)[0], component)
         self._notify(listeners, event, component)
 
     def succeeded(self, component: str) -> None:
@@ -164,7 +172,10 @@ class DegradationMonitor:
             listeners = list(self._listeners)
         event = f"{component}_backend_recovered"
         logger.info(
-            "%s: Redis answers again", event, extra={"event": event, "component": component}
+            "%s: %s answers again",
+            event,
+            _BACKENDS.get(component, _REDIS)[1],
+            extra={"event": event, "component": component},
         )
         self._notify(listeners, event, component)
 
@@ -406,15 +417,32 @@ class FailoverRateLimiter:
 
 # --- lockout (F1) -------------------------------------------------------------------------------
 
+#: How long after its last use by this process a success still clears the backstop (the
+#: backstop forgets an untouched state after as long).
+_BACKSTOP_MEMORY_SECONDS = 24 * 3600.0
+
 
 class FailoverAttemptCounter:
-    """The shared lockout counter, or an in-process one when it fails (F1).
+    """The shared lockout counter; while it fails, the SQL backstop; while that fails
+    too, an in-process counter (F1). Never unlimited.
 
-    Reservations taken by the in-process counter while Redis failed are answered there
-    (so a flapping Redis never strands them); a failure whose reservation was taken by
-    Redis but cannot be recorded there is counted in-process instead. Nothing is ever
-    allowed without being counted somewhere. ``closed`` mode refuses new attempts
-    (BackendUnavailable from :meth:`acquire`) but still records the answers.
+    ``primary`` is Redis, ``backstop`` (optional: deployments on a SQL database) the
+    :class:`~usermgmt.backends.sqlalchemy.attempts.SqlAttemptCounter` every process on
+    the database shares, ``fallback`` the in-process counter. While Redis fails, the
+    processes therefore keep counting one lockout per account together; only if the
+    database fails as well does each count alone.
+
+    Reservations taken by a lower store while Redis failed are answered there (so a
+    flapping Redis never strands them); a failure whose reservation cannot be recorded
+    where it was taken is counted in the next store instead. Nothing is ever allowed
+    without being counted somewhere. ``closed`` mode never counts new attempts in this
+    process alone: while Redis fails the backstop serves them, and without one (or when
+    it fails too) :meth:`acquire` raises BackendUnavailable; answers are still recorded.
+
+    A success clears every store, but the backstop only when this process counted in it
+    during the last day (its decay period), so a success while Redis answers costs no SQL
+    statement. A state another process left in the backstop then stays until it decays:
+    stricter during the next outage, never looser.
     """
 
     def __init__(
@@ -422,62 +450,130 @@ class FailoverAttemptCounter:
         primary: AttemptCounter,
         fallback: AttemptCounter,
         *,
+        backstop: AttemptCounter | None = None,
         mode: FailureMode = "fallback",
         monitor: DegradationMonitor = monitor,
     ) -> None:
         self.primary = primary
         self.fallback = fallback
+        self.backstop = backstop
         self.mode = mode
         self._monitor = monitor
         self._local: Counter[str] = Counter()  # reservations held by the fallback, per key
+        self._shared: Counter[str] = Counter()  # reservations held by the backstop, per key
         self._lock = threading.Lock()
+        self._backstop_used: float | None = None  # monotonic time of its last use here
 
-    def _take_local(self, key: str) -> bool:
-        """Consume one local reservation of ``key`` if there is one."""
-        if not self._local:
+    def _take(self, held: Counter[str], key: str) -> bool:
+        """Consume one reservation of ``key`` from ``held`` if there is one."""
+        if not held:
             return False
         with self._lock:
-            if self._local[key] > 0:
-                self._local[key] -= 1
-                if self._local[key] == 0:
-                    del self._local[key]
+            if held[key] > 0:
+                held[key] -= 1
+                if held[key] == 0:
+                    del held[key]
                 return True
-            self._local.pop(key, None)
+            held.pop(key, None)
             return False
+
+    def _hold(self, held: Counter[str], key: str) -> None:
+        with self._lock:
+            held[key] += 1
+
+    def _forget(self, key: str) -> None:
+        with self._lock:
+            self._local.pop(key, None)
+            self._shared.pop(key, None)
+
+    def _backstop_failed(self, exc: BackendUnavailable) -> None:
+        self._monitor.failed("lockout_backstop", exc)
+
+    def _backstop_answered(self) -> None:
+        self._backstop_used = time.monotonic()
+        self._monitor.succeeded("lockout_backstop")
 
     def acquire(self, key: str) -> AttemptDecision:
         try:
             decision = self.primary.acquire(key)
         except BackendUnavailable as exc:
             self._monitor.failed("lockout", exc)
-            if self.mode == "closed":
-                raise
-            decision = self.fallback.acquire(key)
-            if decision.allowed:
-                with self._lock:
-                    self._local[key] += 1
-            return decision
+            return self._acquire_below(key, exc)
         self._monitor.succeeded("lockout")
         return decision
 
+    def _acquire_below(self, key: str, error: BackendUnavailable) -> AttemptDecision:
+        if self.backstop is not None:
+            try:
+                decision = self.backstop.acquire(key)
+            except BackendUnavailable as exc:
+                self._backstop_failed(exc)
+                error = exc
+            else:
+                self._backstop_answered()
+                if decision.allowed:
+                    self._hold(self._shared, key)
+                return decision
+        if self.mode == "closed":
+            raise error
+        decision = self.fallback.acquire(key)
+        if decision.allowed:
+            self._hold(self._local, key)
+        return decision
+
     def record_failure(self, key: str) -> float | None:
-        if self._take_local(key):
+        if self._take(self._local, key):
             return self.fallback.record_failure(key)
+        if self.backstop is not None and self._take(self._shared, key):
+            try:
+                locked = self.backstop.record_failure(key)
+            except BackendUnavailable as exc:
+                self._backstop_failed(exc)
+                return self._count_locally(key)  # the reservation is stuck in the database
+            self._backstop_answered()
+            return locked
         try:
             locked = self.primary.record_failure(key)
         except BackendUnavailable as exc:
             self._monitor.failed("lockout", exc)
-            # the reservation is stuck in Redis: count this failure here instead
-            if self.fallback.acquire(key).allowed:
-                return self.fallback.record_failure(key)
-            return None
+            return self._count_below(key)  # the reservation is stuck in Redis
         self._monitor.succeeded("lockout")
         return locked
 
+    def _count_below(self, key: str) -> float | None:
+        """Count a failure whose reservation Redis holds in the backstop, else locally."""
+        if self.backstop is not None:
+            try:
+                locked = (
+                    self.backstop.record_failure(key)
+                    if self.backstop.acquire(key).allowed
+                    else None  # locked or full there already
+                )
+            except BackendUnavailable as exc:
+                self._backstop_failed(exc)
+            else:
+                self._backstop_answered()
+                return locked
+        return self._count_locally(key)
+
+    def _count_locally(self, key: str) -> float | None:
+        if self.fallback.acquire(key).allowed:
+            return self.fallback.record_failure(key)
+        return None
+
     def record_success(self, key: str) -> None:
-        with self._lock:
-            self._local.pop(key, None)
+        self._forget(key)
         self.fallback.record_success(key)
+        used = self._backstop_used
+        if (
+            self.backstop is not None
+            and used is not None
+            and time.monotonic() - used < _BACKSTOP_MEMORY_SECONDS
+        ):
+            try:
+                self.backstop.record_success(key)
+            except BackendUnavailable as exc:
+                self._backstop_failed(exc)
         try:
             self.primary.record_success(key)
         except BackendUnavailable as exc:
@@ -486,8 +582,14 @@ class FailoverAttemptCounter:
         self._monitor.succeeded("lockout")
 
     def release(self, key: str) -> None:
-        if self._take_local(key):
+        if self._take(self._local, key):
             self.fallback.release(key)
+            return
+        if self.backstop is not None and self._take(self._shared, key):
+            try:
+                self.backstop.release(key)
+            except BackendUnavailable as exc:
+                self._backstop_failed(exc)
             return
         try:
             self.primary.release(key)
@@ -497,9 +599,13 @@ class FailoverAttemptCounter:
         self._monitor.succeeded("lockout")
 
     def reset(self, key: str) -> None:
-        with self._lock:
-            self._local.pop(key, None)
+        self._forget(key)
         self.fallback.reset(key)
+        if self.backstop is not None:
+            try:
+                self.backstop.reset(key)
+            except BackendUnavailable as exc:
+                self._backstop_failed(exc)
         try:
             self.primary.reset(key)
         except BackendUnavailable as exc:

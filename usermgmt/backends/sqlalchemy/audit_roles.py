@@ -10,6 +10,8 @@ tables after ``usermgmt db migrate`` (and again after a later migration adds tab
     print(";\\n".join(grant_statements("usermgmt_app", "usermgmt_archiver")))
 
 The roles must exist already (``CREATE ROLE usermgmt_app LOGIN PASSWORD ...``).
+The application's grant covers every other table, among them ``lockout_counters`` (0003:
+the login lockout, read and written on every login without Redis).
 """
 
 from __future__ import annotations

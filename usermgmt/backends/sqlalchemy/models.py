@@ -21,6 +21,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -47,6 +48,7 @@ __all__ = [
     "InvitationRoleRow",
     "InvitationRow",
     "JSONObjectType",
+    "LockoutCounterRow",
     "MembershipRoleRow",
     "MembershipRow",
     "OAuthAccountRow",
@@ -374,3 +376,21 @@ class AuditArchiveBatchRow(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     event_count: Mapped[int] = mapped_column(Integer)
     archived_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LockoutCounterRow(Base):
+    """The per-account lockout state shared by every process (0003, SECURITY.md F1).
+
+    Keyed by the SHA-256 of the counter key (``login:<normalised email>``): the table
+    holds no address. Times are seconds since the epoch from the application's clock, as
+    in Redis. See :mod:`usermgmt.backends.sqlalchemy.attempts`.
+    """
+
+    __tablename__ = "lockout_counters"
+    __table_args__ = (Index("ix_lockout_counters_updated_at", "updated_at"),)
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)  # reservations and failures since the last lock
+    locked_until: Mapped[float] = mapped_column(Double)
+    level: Mapped[int] = mapped_column(Integer)  # locks so far (the backoff exponent)
+    updated_at: Mapped[float] = mapped_column(Double)
