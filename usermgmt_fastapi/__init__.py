@@ -61,7 +61,7 @@ from usermgmt_fastapi.routers import (
     permissions_router,
     users_router,
 )
-from usermgmt_fastapi.routing import gated
+from usermgmt_fastapi.routing import gated_routers
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -165,6 +165,5 @@ def mount(
         rate_limit_exempt=(f"{prefix}/health", f"{prefix}/metrics"),
         metrics=metrics,
     )
-    for router in all_routers(metrics=metrics):
-        # gated: the application's own routes do not pay for trying each of these
-        app.include_router(gated(router, prefix), prefix=prefix)
+    # behind one gate: the application's own routes do not pay for trying these
+    app.include_router(gated_routers(all_routers(metrics=metrics), prefix), prefix=prefix)

@@ -1,128 +1,355 @@
-"""Cheap routing past usermgmt's routes: :func:`gated`.
+"""Cheap routing past usermgmt's routes: :func:`gated` and :func:`gated_routers`.
 
 FastAPI tries an application's routes in order, and from 0.1xx on an included router is
 matched route by route each time (the context of the inclusion is rebuilt for every
 candidate), so every request to a route declared after :func:`usermgmt_fastapi.mount`
 used to pay for trying all of usermgmt's ~60 routes first: a third of the time of a
-small authenticated route. A router wrapped by :func:`gated` first compares the path
-with the literal first segments of its routes (``/auth``, ``/users``, ...) and answers
-"no match" at once when none fits; otherwise FastAPI matches as usual. The gate only
-ever says "no" for a path none of its routes could match, full or partial (a partial
-match is a 405), so routing decisions are unchanged. FastAPI versions that copy an
-included router's routes into the application never ask the gate: nothing changes there.
+small authenticated route.
 
+A router wrapped by :func:`gated` first compares the path with the literal beginnings of
+its routes' paths (``/auth/login``, ``/users/``, ... : a route's path up to its first
+parameter, after the prefix it is included with) and answers "no match" at once when
+none fits; otherwise FastAPI matches as usual. A route's path pattern starts with that
+literal text, so the gate only ever says "no" for a path none of its routes could match,
+full or partial (a partial match is a 405): routing decisions are unchanged.
+
+:func:`gated_routers` (what :func:`usermgmt_fastapi.mount` uses) puts several gated
+routers inside one gate of all their beginnings, so that a path of the application
+costs one check rather than one per router. Behind it, the gate tries only the routers
+whose own gate lets the path through and hands the request to the one that matched
+without FastAPI matching it a second time.
+
+FastAPI versions that copy an included router's routes into the application never ask
+the gates: nothing changes there (the routes are copied with the same paths, tags,
+responses and dependencies). The shortcuts that use FastAPI's inclusion internals are
+taken only when those are there; otherwise the gates fall back to FastAPI's own
+matching.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
+import fastapi.routing
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
-from starlette.routing import Match
-from starlette.types import Scope
+from starlette.routing import Match, Mount, Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
-__all__ = ["gated"]
+# FastAPI >= 0.1xx includes routers lazily (an inclusion matched route by route at each
+# request); older versions copy an included router's routes and never ask the gates.
+_Inclusion: Any = getattr(fastapi.routing, "_IncludedRouter", None)
+_included_router_of: Callable[[Scope], Any] | None = getattr(
+    fastapi.routing, "_get_scope_included_router", None
+)
+_LAZY: Final = _Inclusion is not None and _included_router_of is not None
 
+__all__ = ["gated", "gated_routers"]
 
-def _first_segment(path: str) -> str | None:
-    """``/auth`` for ``/auth/login``; None when the first segment is a parameter or the
-    path is ``/`` (such a route could match anything: no gate then)."""
-    segment = path.split("/", 2)[1] if path.startswith("/") else ""
-    if not segment or "{" in segment:
-        return None
-    return "/" + segment
+#: Where the outer gate of :func:`gated_routers` leaves, between matching a request and
+#: handling it, the inclusion that matched (``scope`` key).
+_CHOSEN_KEY: Final = "usermgmt.gate"
 
-
-def _route_path(scope: Scope) -> str:
-    """The path routing sees (Starlette's rule: below ``root_path`` when under it)."""
-    path: str = scope.get("path", "")
-    root_path: str = scope.get("root_path", "")
-    if (
-        root_path
-        and path.startswith(root_path)
-        and path[len(root_path) : len(root_path) + 1] == "/"
-    ):
-        return path[len(root_path) :]
-    return path
+#: Route kinds whose path pattern starts with their ``path`` (a Host matches on the
+#: host name: a router with one is not gated).
+_PATH_ROUTES: Final = (Route, WebSocketRoute, Mount)
 
 
-def _segment_below(path: str, prefix: str) -> str | None:
-    """The first segment of ``path`` below ``prefix`` (``/users`` for ``/api/users/me``
-    under ``/api``), or None when ``path`` is not below ``prefix``."""
-    if not path.startswith(prefix):
-        return None
-    rest = path[len(prefix) :]
-    if not rest.startswith("/"):
-        return None
-    end = rest.find("/", 1)
-    return rest if end < 0 else rest[:end]
+def _beginnings(paths: Iterable[str]) -> tuple[str, ...]:
+    """The fewest strings such that a path starts with one of them exactly when it
+    starts with one of ``paths`` (``/users`` covers ``/users/me``)."""
+    kept: list[str] = []
+    for path in sorted(set(paths)):
+        if not kept or not path.startswith(kept[-1]):
+            kept.append(path)
+    return tuple(kept)
 
 
-#: Where a request's first segments are kept for the next gate (``scope`` key).
-_SEGMENTS_KEY: Final = "usermgmt.gate"
+def _route_beginnings(router: APIRouter, prefix: str) -> tuple[str, ...] | None:
+    """What every path one of ``router``'s routes matches starts with, once the router
+    is included under ``prefix``: each route's path up to its first parameter. None
+    when a route does not match on its path, or may match any (``/``, a parameter
+    first): no gate then."""
+    found: list[str] = []
+    for route in router.routes:
+        if not isinstance(route, _PATH_ROUTES):
+            return None
+        path: Any = getattr(route, "path", None)
+        if not isinstance(path, str):
+            return None
+        beginning = prefix + path.split("{", 1)[0]
+        if len(beginning) < 2:
+            return None  # ``/`` or a parameter first: it may match any path
+        found.append(beginning)
+    return _beginnings(found)
 
 
-class _GatedRouter(APIRouter):
-    """An APIRouter holding one router's routes, behind a check of the path's first
-    segment."""
-
-    _prefix: str = ""
-    _segments: frozenset[str] | None = None  # None: no gate
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        segments = self._segments
-        if segments is not None:
-            # The first segments of the request (below the root path and as sent) are
-            # computed once per request: every gated router of the app asks.
-            raw: str = scope.get("path", "")
-            root_path: str = scope.get("root_path", "")
-            prefix = self._prefix
-            seen = scope.get(_SEGMENTS_KEY)
-            if seen is None or seen[0] is not raw or seen[1] != root_path or seen[2] != prefix:
-                seen = (
-                    raw,
-                    root_path,
-                    prefix,
-                    _segment_below(_route_path(scope), prefix),
-                    _segment_below(raw, prefix),
-                )
-                scope[_SEGMENTS_KEY] = seen
-            if seen[3] not in segments and seen[4] not in segments:
-                return Match.NONE, {}
-        return super().matches(scope)
+def _first_segment(path: str) -> str:
+    """``/users`` for ``/users/me`` and for ``/users``."""
+    end = path.find("/", 1)
+    return path if end < 0 else path[:end]
 
 
-def _segments_of(router: APIRouter) -> frozenset[str] | None:
-    """The literal first segments of ``router``'s routes; None when one of them has
-    none (a parameter, ``/``, or not a route with a path)."""
+def _route_segments(router: APIRouter, prefix: str) -> frozenset[str] | None:
+    """The first segment of every path ``router``'s routes match once included under
+    ``prefix`` (``/auth``, ``/users``, ...); None when a route's first segment holds a
+    parameter (or is ``/``): it could have any. Call after :func:`_route_beginnings`
+    said the routes match on their paths."""
     segments: set[str] = set()
     for route in router.routes:
-        path: Any = getattr(route, "path", None)
-        segment = _first_segment(path) if isinstance(path, str) else None
-        if segment is None:
+        path = prefix + str(getattr(route, "path", ""))
+        literal = path.split("{", 1)[0]
+        if literal.find("/", 1) > 0:
+            segments.add(_first_segment(literal))
+        elif literal == path and len(path) > 1 and not isinstance(route, Mount):
+            segments.add(path)  # the whole path is one literal segment
+        else:
             return None
-        segments.add(segment)
     return frozenset(segments)
 
 
-def gated(router: APIRouter, prefix: str = "") -> APIRouter:
-    """A router with ``router``'s routes that rejects at once the paths whose first
-    segment (after ``prefix``, the prefix the result will be included with) none of
-    them has. A router with a route whose first segment is a parameter is not gated.
+def _route_paths(scope: Scope) -> tuple[str, ...]:
+    """The request's path as sent and, when it is under the root path, below it (the
+    path routing sees: Starlette's rule). Both are tried: the gates stay on the safe
+    side of any difference in how a FastAPI version strips the root path."""
+    path: str = scope.get("path", "")
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        size = len(root_path)
+        if path[size : size + 1] == "/":
+            return path, path[size:]
+    return (path,)
 
-    When every route of ``router`` is an APIRoute declared on it (``@router.get`` ...:
-    its prefix, tags, responses and dependencies are the route's own), the gate holds
-    the routes themselves; otherwise it includes ``router``. (Each level of inclusion
-    costs FastAPI a match per request.)"""
-    segments = _segments_of(router)
-    if segments is None:
+
+def _may_match(scope: Scope, beginnings: tuple[str, ...]) -> bool:
+    """Whether one of the request's paths (:func:`_route_paths`) starts with one of
+    ``beginnings``."""
+    path: str = scope.get("path", "")
+    if path.startswith(beginnings):
+        return True
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        size = len(root_path)
+        return path[size : size + 1] == "/" and path[size:].startswith(beginnings)
+    return False
+
+
+#: An inclusion inside an outer gate with the beginnings of its routes (None: no gate).
+_Candidate = tuple[Any, tuple[str, ...] | None]
+
+
+class _GatedRouter(APIRouter):
+    """An APIRouter behind a check of the path's beginning; with ``_outer`` set, one
+    holding gated routers (see :func:`gated_routers`)."""
+
+    _beginnings: tuple[str, ...] | None = None  # None: no gate
+    _segments: frozenset[str] | None = None  # the first segments, None: any
+    _outer: bool = False
+    #: Whether the version of the routes below is this router's own: true while every
+    #: router it includes is a gate that reports its changes (``_parents``).
+    _exact: bool = True
+    _parents: tuple[_GatedRouter, ...] = ()
+    #: The inclusions inside, by the first segment of the paths they may match, for the
+    #: list of inclusions FastAPI built last: (that list, {segment: candidates},
+    #: candidates for any other segment, every candidate).
+    _index: (
+        tuple[
+            list[Any],
+            dict[str, tuple[_Candidate, ...]],
+            tuple[_Candidate, ...],
+            tuple[_Candidate, ...],
+        ]
+        | None
+    ) = None
+
+    # -- the version of the routes ---------------------------------------------------------
+    # FastAPI asks an inclusion for the version of its routes at every match and walks
+    # every router inside it for that (~20k instructions for nine routers). A gate's
+    # version counts the changes of the gates inside, which report them.
+
+    def include_router(self, router: APIRouter, *args: Any, **kwargs: Any) -> None:
+        if isinstance(router, _GatedRouter) and router._exact:
+            router._parents = (*router._parents, self)
+        else:
+            self._inexact()  # changes below it are not reported: FastAPI's walk
+        super().include_router(router, *args, **kwargs)
+
+    def _inexact(self) -> None:
+        self._exact = False
+        for parent in self._parents:
+            parent._inexact()
+
+    def _mark_routes_changed(self, *args: Any, **kwargs: Any) -> None:
+        super()._mark_routes_changed(*args, **kwargs)
+        for parent in self._parents:
+            parent._mark_routes_changed()
+
+    def _get_routes_version(self, *args: Any, **kwargs: Any) -> int:
+        if self._exact:
+            version: int = self._routes_version
+            return version
+        walked: int = super()._get_routes_version(*args, **kwargs)
+        return walked
+
+    # -- matching --------------------------------------------------------------------------
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        beginnings = self._beginnings
+        if beginnings is not None and not _may_match(scope, beginnings):
+            return Match.NONE, {}
+        if self._outer:
+            found = self._match_inner(scope)
+            if found is not None:
+                return found
+        return super().matches(scope)
+
+    def _candidates(
+        self, candidates: list[Any], paths: tuple[str, ...]
+    ) -> tuple[_Candidate, ...] | None:
+        """The inclusions of ``candidates`` that may match one of ``paths``, in order;
+        None when one is not an inclusion of a router."""
+        index = self._index
+        if index is None or index[0] is not candidates:
+            listed: list[tuple[_Candidate, frozenset[str] | None]] = []
+            for candidate in candidates:
+                if not isinstance(candidate, _Inclusion):
+                    return None
+                router = candidate.original_router
+                if isinstance(router, _GatedRouter):
+                    listed.append(((candidate, router._beginnings), router._segments))
+                else:
+                    listed.append(((candidate, None), None))
+            keys = {key for _, segments in listed for key in segments or ()}
+            by_segment = {
+                key: tuple(c for c, segments in listed if segments is None or key in segments)
+                for key in keys
+            }
+            anywhere = tuple(c for c, segments in listed if segments is None)
+            index = self._index = (candidates, by_segment, anywhere, tuple(c for c, _ in listed))
+        if len(paths) == 1:
+            return index[1].get(_first_segment(paths[0]), index[2])
+        return index[3]  # under a root path: each checks both paths
+
+    def _match_inner(self, scope: Scope) -> tuple[Match, Scope] | None:
+        """FastAPI's matching of the routers inside (the first full match, else the
+        first partial one), trying only those whose gate lets the path through, and
+        remembering which one matched for :meth:`handle`. None when FastAPI's inclusion
+        is not what this expects (then FastAPI matches)."""
+        if _included_router_of is None:
+            return None
+        included = _included_router_of(scope)
+        if included is None or getattr(included, "original_router", None) is not self:
+            return None
+        paths = _route_paths(scope)
+        candidates = self._candidates(included.effective_candidates(), paths)
+        if candidates is None:
+            return None
+        partial = None
+        for candidate, beginnings in candidates:
+            if beginnings is not None:
+                for path in paths:
+                    if path.startswith(beginnings):
+                        break
+                else:
+                    continue
+            match, _ = candidate.matches(scope)
+            if match is Match.FULL:
+                scope[_CHOSEN_KEY] = (included, scope.get("path"), candidate)
+                return Match.FULL, {}
+            if match is Match.PARTIAL and partial is None:
+                partial = candidate
+        if partial is not None:
+            scope[_CHOSEN_KEY] = (included, scope.get("path"), partial)
+            return Match.PARTIAL, {}
+        return Match.NONE, {}
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chosen = scope.pop(_CHOSEN_KEY, None) if self._outer else None
+        if (
+            chosen is not None
+            and _included_router_of is not None
+            and chosen[0] is _included_router_of(scope)
+            and chosen[1] is scope.get("path")
+        ):
+            # what FastAPI would do after matching the routers inside once more
+            await chosen[2].handle(scope, receive, send)
+            return
+        await super().handle(scope, receive, send)
+
+
+_DEFAULTS: Final = APIRouter()
+#: Settings of a router that its routes do not carry (FastAPI reads them from the
+#: router at inclusion): the routes of a router that changes one are not moved.
+_ROUTER_SETTINGS: Final = (
+    "default_response_class",
+    "generate_unique_id_function",
+    "strict_content_type",
+    "max_body_size",
+    "form_limits",
+    "on_startup",
+    "on_shutdown",
+    "_low_priority_routes",
+    "dependency_overrides_provider",
+)
+
+
+def _movable(router: APIRouter) -> bool:
+    """Whether ``router``'s routes can be held by another router with nothing lost:
+    APIRoutes declared on it (``@router.get`` ...: its prefix, tags, responses and
+    dependencies are the routes' own) and none of the router's settings changed."""
+    return (
+        all(type(route) is APIRoute for route in router.routes)
+        and type(router.lifespan_context).__name__ == "_DefaultLifespan"
+        and all(
+            getattr(router, name, None) == getattr(_DEFAULTS, name, None)
+            for name in _ROUTER_SETTINGS
+        )
+    )
+
+
+def gated(router: APIRouter, prefix: str = "") -> APIRouter:
+    """A router with ``router``'s routes that rejects at once the paths none of them
+    could match once included under ``prefix`` (the prefix the result will be included
+    with). A router with a route that does not match on its path is returned as is.
+
+    When ``router``'s routes can be moved (see :func:`_movable`), the gate holds them
+    itself; otherwise it includes ``router``. (Each level of inclusion costs FastAPI a
+    match per request.)"""
+    beginnings = _route_beginnings(router, prefix)
+    if beginnings is None:
         return router
     gate = _GatedRouter()
-    if all(type(route) is APIRoute for route in router.routes):
+    if _movable(router):
         gate.routes.extend(router.routes)
     else:
         gate.include_router(router)
-    gate._prefix = prefix
-    gate._segments = segments
+    gate._beginnings = beginnings
+    gate._segments = _route_segments(router, prefix)
     return gate
+
+
+def gated_routers(routers: Iterable[APIRouter], prefix: str = "") -> APIRouter:
+    """One router holding each of ``routers``, gated (:func:`gated`), in order, behind
+    one gate of all their routes' beginnings: a path none of them could match costs one
+    check instead of one per router. Include the result with ``prefix``. Each router's
+    routes, tags, responses and dependencies stay its own, as when it is included on
+    its own."""
+    outer = _GatedRouter()
+    found: list[str] | None = []
+    segments: set[str] | None = set()
+    for router in routers:
+        gate = gated(router, prefix)
+        outer.include_router(gate)
+        if not isinstance(gate, _GatedRouter) or gate._beginnings is None:
+            found = None  # it may take any path: no outer gate
+            continue
+        if found is not None:
+            found.extend(gate._beginnings)
+        if segments is not None:
+            segments = None if gate._segments is None else segments | gate._segments
+    if found is not None:
+        outer._beginnings = _beginnings(found)
+        outer._segments = None if segments is None else frozenset(segments)
+    outer._outer = _LAZY
+    return outer
