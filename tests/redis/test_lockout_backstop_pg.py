@@ -38,7 +38,10 @@ pytestmark = [pytest.mark.redis, pytest.mark.sql]
 
 __all__ = ["pg_server"]  # the PostgreSQL fixture of tests/sql, used here
 
-TIMEOUT = 0.25  # REDIS_SOCKET_TIMEOUT_SECONDS in these tests
+# REDIS_SOCKET_TIMEOUT_SECONDS in these tests: Redis is stopped (killed: connections are
+# refused at once), never paused, so a generous timeout costs nothing and a live Redis
+# slowed by a loaded machine is not mistaken for a failed one.
+TIMEOUT = 2.0
 LIMITS: dict[str, Any] = {"max_failures": 3, "lockout_seconds": 60, "max_lockout_seconds": 3600}
 UNREACHABLE_PG = "postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=2"
 
@@ -113,9 +116,24 @@ def _cooldown(um: UserManagement) -> None:
     time.sleep(primary._redis.breaker.cooldown_seconds + 0.1)
 
 
+class _NeverCounts:
+    """An in-process fallback that fails the test when the failover counts in it (a
+    success or reset clears every store: those are no-ops here)."""
+
+    def _used(self, *_: Any) -> Any:
+        raise AssertionError("counted in the process, not in the backstop")
+
+    def _cleared(self, *_: Any) -> None:
+        return None
+
+    acquire = record_failure = release = _used
+    record_success = reset = _cleared
+
+
 class TestContractWhileRedisIsDown(AttemptCounterContract):
     """The shared contract, unchanged, through the failover counter with Redis stopped:
-    every rule holds in the backstop (reservations, backoff, decay, release, reset)."""
+    every rule holds in the backstop (reservations, backoff, decay, release, reset), and
+    nothing is counted in the process."""
 
     @pytest.fixture
     def attempt_counter(
@@ -128,7 +146,7 @@ class TestContractWhileRedisIsDown(AttemptCounterContract):
         try:
             yield FailoverAttemptCounter(
                 RedisAttemptCounter(connection, clock, **LIMITS),
-                MemoryAttemptCounter(clock, **LIMITS),
+                _NeverCounts(),  # type: ignore[arg-type]
                 backstop=SqlAttemptCounter(engine, clock, **LIMITS),
             )
             assert degradations["lockout_backend_down"] >= 1
@@ -305,4 +323,70 @@ def test_a_failure_reserved_in_redis_is_counted_in_the_backstop_when_redis_dies(
         counter.reset("k")
         assert _rows(engine) == []
     finally:
+        connection.close()
+
+
+def test_a_lock_taken_in_the_backstop_holds_when_redis_comes_back(
+    redis_process: RedisProcess, engine: Engine
+) -> None:
+    """Review R1: the account locked in PostgreSQL while Redis was down stays locked once
+    Redis (which never saw those failures) answers again; no fresh threshold of guesses."""
+    clock = FakeClock()
+    settings = Settings.for_tests(redis_url=redis_process.url, redis_socket_timeout_seconds=TIMEOUT)
+    connection = connect(settings)
+    try:
+        counter = FailoverAttemptCounter(
+            RedisAttemptCounter(connection, clock, **LIMITS),
+            MemoryAttemptCounter(clock, **LIMITS),
+            backstop=SqlAttemptCounter(engine, clock, **LIMITS),
+        )
+        redis_process.stop()
+        for expected in (None, None, pytest.approx(60)):
+            assert counter.acquire("k").allowed
+            assert counter.record_failure("k") == expected
+        assert _rows(engine)[0]["level"] == 1  # locked in the database
+
+        redis_process.start()  # the same port, empty
+        connection.breaker.reset()
+        clock.advance(seconds=10)
+        refused = counter.acquire("k")
+        assert not refused.allowed
+        assert refused.retry_after == pytest.approx(50)
+        assert not monitor.is_degraded("lockout")  # Redis answered
+        assert _redis_state(redis_process.url, "k").get("count", "0") == "0"  # given back
+        clock.advance(seconds=50)  # the lock is over: Redis counts again
+        assert counter.acquire("k").allowed
+        assert _redis_state(redis_process.url, "k")["count"] == "1"
+    finally:
+        connection.close()
+
+
+def test_while_redis_answers_and_never_failed_the_backstop_runs_no_statement(
+    redis_process: RedisProcess, engine: Engine
+) -> None:
+    """The check of a backstop lock after an outage costs nothing on the normal path."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    clock = FakeClock()
+    settings = Settings.for_tests(redis_url=redis_process.url, redis_socket_timeout_seconds=TIMEOUT)
+    connection = connect(settings)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        counter = FailoverAttemptCounter(
+            RedisAttemptCounter(connection, clock, **LIMITS),
+            MemoryAttemptCounter(clock, **LIMITS),
+            backstop=SqlAttemptCounter(engine, clock, **LIMITS),
+        )
+        assert counter.acquire("k").allowed
+        assert counter.record_failure("k") is None
+        assert counter.acquire("k").allowed
+        counter.record_success("k")
+        assert statements == []
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
         connection.close()

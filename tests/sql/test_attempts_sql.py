@@ -363,3 +363,59 @@ def test_the_application_role_of_the_documented_grants_can_count(
         assert _rows(engine) == []
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_a_database_without_the_table_raises_backend_unavailable(
+    dialect: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Review R1: any database error of the counter (here migration 0003 not applied:
+    PostgreSQL's UndefinedTable is a ProgrammingError) is BackendUnavailable, which the
+    Redis failover answers in-process and the adapters as 503, never a raw SQLAlchemy
+    error (a 500)."""
+    if dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'unmigrated.db'}"
+    else:
+        server = request.getfixturevalue("pg_server")
+        if not server.can_create_databases:
+            pytest.fail("this test needs a private PostgreSQL server (it creates a database)")
+        url = server.database("usermgmt_lockout_unmigrated")
+    engine = build_engine(url)
+    try:
+        counter = SqlAttemptCounter(engine, FakeClock(), **LIMITS)
+        with pytest.raises(BackendUnavailable):
+            counter.acquire("k")
+        with pytest.raises(BackendUnavailable):
+            counter.record_failure("k")
+        with pytest.raises(BackendUnavailable):
+            counter.reset("k")
+        counter.release("k")
+        assert counter.sweep() == 0
+    finally:
+        engine.dispose()
+
+
+def test_a_pooled_connection_the_server_dropped_is_retried_and_returned(
+    pg_contracts_url: str,
+) -> None:
+    """A pooled connection PostgreSQL closed (restart, idle timeout) fails the counter's
+    first statement: the reservation is taken once, on a fresh connection, and every
+    connection goes back to the pool (none leaked)."""
+    import psycopg
+
+    truncate_all(pg_contracts_url)
+    engine = build_engine(pg_contracts_url)
+    try:
+        counter = SqlAttemptCounter(engine, FakeClock(), **LIMITS)
+        assert counter.acquire("k").allowed  # the pool now holds one connection
+        with engine.connect() as connection:
+            pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        plain = pg_contracts_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        with psycopg.connect(plain, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        assert counter.acquire("k").allowed
+        assert engine.pool.checkedout() == 0
+        (row,) = _rows(engine)
+        assert row["count"] == 2  # taken once, not lost nor doubled
+    finally:
+        engine.dispose()

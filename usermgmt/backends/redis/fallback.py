@@ -443,6 +443,12 @@ class FailoverAttemptCounter:
     during the last day (its decay period), so a success while Redis answers costs no SQL
     statement. A state another process left in the backstop then stays until it decays:
     stricter during the next outage, never looser.
+
+    When Redis answers again, a lock taken in the backstop during the outage still holds:
+    while such a lock may last (``max_lockout_seconds`` after this process last counted
+    in the backstop), an attempt Redis allows is also checked against the backstop's lock
+    (one ``SELECT``) and refused, its Redis reservation given back, while that lock runs.
+    Failures below the threshold counted in the backstop are not carried over to Redis.
     """
 
     def __init__(
@@ -500,7 +506,38 @@ class FailoverAttemptCounter:
             self._monitor.failed("lockout", exc)
             return self._acquire_below(key, exc)
         self._monitor.succeeded("lockout")
+        if decision.allowed and self._backstop_may_hold_a_lock():
+            locked_for = self._backstop_lock(key)
+            if locked_for > 0.0:
+                try:  # give the Redis reservation back: nothing was checked
+                    self.primary.release(key)
+                except BackendUnavailable as exc:
+                    self._monitor.failed("lockout", exc)  # stays counted: stricter
+                return AttemptDecision(allowed=False, retry_after=locked_for)
         return decision
+
+    def _backstop_may_hold_a_lock(self) -> bool:
+        """True while a lock this process took in the backstop may last (its longest lock
+        after its last use here): Redis never saw those failures."""
+        used = self._backstop_used
+        if used is None or self.backstop is None:
+            return False
+        longest = getattr(self.backstop, "max_lockout_seconds", _BACKSTOP_MEMORY_SECONDS)
+        return time.monotonic() - used < float(longest)
+
+    def _backstop_lock(self, key: str) -> float:
+        """The rest of ``key``'s lock in the backstop (0.0: none, or the backstop cannot
+        say; Redis answered, so its answer stands). Does not extend the window above."""
+        locked_for = getattr(self.backstop, "locked_for", None)
+        if not callable(locked_for):
+            return 0.0
+        try:
+            remaining = float(locked_for(key))
+        except BackendUnavailable as exc:
+            self._backstop_failed(exc)
+            return 0.0
+        self._monitor.succeeded("lockout_backstop")
+        return remaining
 
     def _acquire_below(self, key: str, error: BackendUnavailable) -> AttemptDecision:
         if self.backstop is not None:

@@ -26,6 +26,7 @@ record_failure      ``UPDATE … SET <lock> WHERE count >= max_failures RETURNIN
 record_success,     ``DELETE``
 reset
 release             ``UPDATE … SET count = count - 1 WHERE count > 0``
+locked_for          ``SELECT locked_until`` (the Redis failover, after an outage)
 ==================  ==================================================================
 
 On PostgreSQL, ``ON CONFLICT DO UPDATE`` and ``UPDATE`` lock the row and evaluate their
@@ -38,8 +39,8 @@ servers need synchronised clocks, as JWT expiry already requires). Every 1024th
 reservation of a process deletes up to 1000 forgotten states (unlocked and untouched for
 24 hours), so guesses against random addresses cannot grow the table without bound.
 
-Database errors come out as :class:`~usermgmt.errors.BackendUnavailable` (and the
-other translations of :mod:`usermgmt.backends.sqlalchemy.errors`), except from
+Every database error comes out as :class:`~usermgmt.errors.BackendUnavailable` (a
+missing table or grant, a lock timeout too: the lockout cannot be counted here), except from
 :meth:`~SqlAttemptCounter.release`, which runs on error paths and is best effort (it logs
 and returns): a release the database missed leaves the reservation counted (stricter, never looser)
 until the next success, lock or the 24-hour decay.
@@ -51,7 +52,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import (
     BindParameter,
@@ -73,10 +74,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from usermgmt.backends.sqlalchemy.engine import AUTOCOMMIT_OPTION
-from usermgmt.backends.sqlalchemy.errors import raise_translated
+from usermgmt.backends.sqlalchemy.errors import translate
 from usermgmt.backends.sqlalchemy.models import LockoutCounterRow, table_of
 from usermgmt.clock import SystemClock
-from usermgmt.errors import UserMgmtError
+from usermgmt.errors import BackendUnavailable, UserMgmtError
 from usermgmt.ports import AttemptDecision, Clock
 
 __all__ = ["FORGET_AFTER_SECONDS", "LOCKOUT_COUNTERS", "SqlAttemptCounter", "counter_key"]
@@ -107,6 +108,17 @@ _STALE = and_(_t.locked_until <= _NOW, _NOW - _t.updated_at >= _FORGET)
 def counter_key(key: str) -> str:
     """The row key of a counter key: SHA-256, hex (the table holds no address)."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _unavailable(error: SQLAlchemyError) -> NoReturn:
+    """Raise BackendUnavailable for any database error of the counter: a missing table
+    (migration 0003 not applied), a missing grant or a lock timeout means the lockout
+    cannot be counted here, which callers (the Redis failover, the adapters' 503) handle;
+    a raw SQLAlchemy error would escape them (a 500)."""
+    translated = translate(error)
+    if isinstance(translated, BackendUnavailable):
+        raise translated from error
+    raise BackendUnavailable("The login lockout counter is unavailable.") from error
 
 
 def _upsert(dialect: str) -> Any:
@@ -219,7 +231,7 @@ class SqlAttemptCounter:
         try:
             connection = self._engine.connect()
         except SQLAlchemyError as exc:
-            raise_translated(exc)
+            _unavailable(exc)
         if self._dialect == "sqlite":
             # sqlite3 runs in driver autocommit here: only the BEGIN is skipped
             connection.execution_options(**{AUTOCOMMIT_OPTION: True})
@@ -241,9 +253,9 @@ class SqlAttemptCounter:
                 if retry and attempt == 1 and exc.connection_invalidated:
                     logger.info("database connection lost while pooled; retrying on a new one")
                     continue
-                raise_translated(exc)
+                _unavailable(exc)
             except SQLAlchemyError as exc:
-                raise_translated(exc)
+                _unavailable(exc)
             finally:
                 connection.close()
         raise AssertionError("unreachable")  # pragma: no cover
@@ -281,6 +293,16 @@ class SqlAttemptCounter:
         if sweep:
             self.sweep()
         return AttemptDecision(allowed=allowed, retry_after=retry_after)
+
+    def locked_for(self, key: str) -> float:
+        """The rest of ``key``'s lock in seconds, 0.0 when it is not locked (one ``SELECT``,
+        nothing written): the Redis failover asks it after an outage, see
+        :class:`~usermgmt.backends.redis.FailoverAttemptCounter`."""
+        params = self._params(key)
+        now = float(params["at"])
+        row = self._run(lambda connection: connection.execute(self._locked_until, params).first())
+        locked_until = 0.0 if row is None else float(row[0])
+        return locked_until - now if locked_until > now else 0.0
 
     def record_failure(self, key: str) -> float | None:
         """A reserved attempt failed; the lock duration in seconds if the key is now locked."""
