@@ -32,7 +32,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, Final
 
 from starlette.datastructures import Headers
@@ -42,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from usermgmt import http
 from usermgmt.app import UserManagement
 from usermgmt.backends.memory import MemoryRateLimiter
+from usermgmt.errors import UserMgmtError
 from usermgmt.http import DEFAULT_MAX_BODY_BYTES, HSTS, REQUEST_ID_HEADER, SECURITY_HEADERS
 from usermgmt.observability import hooks
 from usermgmt.observability.context import bind_request, current_user_id, unbind_request
@@ -128,6 +129,12 @@ _HSTS_SECURITY_RAW: Final = (
     *_SECURITY_RAW,
     (b"strict-transport-security", HSTS.encode("latin-1")),
 )
+#: Every header name this middleware may add: when a response has none of them (the
+#: usual case) ours are appended in one concatenation, without looking further.
+_OURS: Final = frozenset(
+    {_REQUEST_ID_RAW, *(name for name, _ in _HSTS_SECURITY_RAW)}
+    | {b"ratelimit-limit", b"ratelimit-remaining", b"ratelimit-reset", b"retry-after"}
+)
 
 
 class _BodyTooLarge(HTTPException):
@@ -139,52 +146,47 @@ class _Exchange:
     """One request in flight: what the response has shown so far (its status, whether
     it started), the headers to add to it, and the wrapped ``send`` and ``receive``."""
 
-    __slots__ = (
-        "added",
-        "https",
-        "max_body",
-        "receive_",
-        "received",
-        "request_id",
-        "send_",
-        "started",
-        "status",
-    )
+    __slots__ = ("added", "max_body", "receive_", "received", "send_", "started", "status")
 
-    def __init__(
-        self, send: Send, receive: Receive, request_id: str, https: bool, max_body: int
-    ) -> None:
+    def __init__(self, send: Send, receive: Receive, max_body: int) -> None:
         self.send_ = send
         self.receive_ = receive
-        self.request_id = request_id
-        self.https = https
         self.max_body = max_body
         self.status = 500
         self.started = False
         self.received = 0
-        #: Added to the response unless it has them already (the request id always).
+        #: Added to the response unless it has them already (the request id always),
+        #: in this order: request id, ``RateLimit-*`` (if any), security headers.
         self.added: list[tuple[bytes, bytes]] = []
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
+        """The wrapped ``send`` (a plain function returning its awaitable: no coroutine
+        of its own per message)."""
         if message["type"] == "http.response.start":
             self.status = int(message["status"])
             self.started = True
-            raw: list[tuple[bytes, bytes]] = []
-            present: set[bytes] = set()
-            for item in message.get("headers", ()):
-                name = item[0].lower()
-                if name != _REQUEST_ID_RAW:
-                    raw.append(item)
-                    present.add(name)
-            raw.append((_REQUEST_ID_RAW, self.request_id.encode("latin-1")))
-            for item in self.added:
-                if item[0] not in present:  # a stricter limit's own numbers win
-                    raw.append(item)
-            for item in _HSTS_SECURITY_RAW if self.https else _SECURITY_RAW:
-                if item[0] not in present:
-                    raw.append(item)
+            headers = message.get("headers") or ()
+            for item in headers:
+                if item[0].lower() in _OURS:
+                    raw = self._merged(headers)
+                    break
+            else:
+                raw = [*headers, *self.added]
             message = {**message, "headers": raw}
-        await self.send_(message)
+        return self.send_(message)
+
+    def _merged(self, headers: Iterable[Sequence[bytes]]) -> list[tuple[bytes, bytes]]:
+        """The response's headers and ours, when it has some of ours: its request id is
+        replaced; any other header of ours it has wins (a stricter limit's numbers)."""
+        raw: list[tuple[bytes, bytes]] = []
+        present: set[bytes] = set()
+        for item in headers:
+            name = item[0].lower()
+            if name != _REQUEST_ID_RAW:
+                raw.append((item[0], item[1]))
+                present.add(name)
+        raw.extend(item for item in self.added if item[0] not in present)
+        return raw
 
     async def receive(self) -> Message:
         """The request's messages, the body counted as it arrives."""
@@ -224,7 +226,10 @@ class UserMgmtMiddleware:
 
     def _um(self, scope: Scope) -> UserManagement:
         state = getattr(scope.get("app"), "state", None)
-        um = getattr(state, STATE_KEY, None)
+        # Starlette's State keeps a dict: a plain look-up there (getattr would first
+        # raise and catch an AttributeError inside).
+        values = getattr(state, "_state", None)
+        um = values.get(STATE_KEY) if type(values) is dict else getattr(state, STATE_KEY, None)
         return um if isinstance(um, UserManagement) else self.um
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -245,17 +250,38 @@ class UserMgmtMiddleware:
                 )
         request_id = http.request_id_from(given_id)
         scope.setdefault("state", {})["request_id"] = request_id
-        exchange = _Exchange(
-            send, receive, request_id, scope.get("scheme") == "https", self.max_body_bytes
-        )
+        exchange = _Exchange(send, receive, self.max_body_bytes)
         path: str = scope.get("path", "")
         exempt = self._exempt(path)
         tokens = bind_request(request_id)
         try:
             refusal = None
+            rate: list[tuple[bytes, bytes]] = []
             # --- global rate limit --------------------------------------------------------
             if not exempt:
-                refusal = await self._count(scope, exchange, forwarded_for, path)
+                um = self._um(scope)
+                client = scope.get("client")
+                peer = client[0] if client else None
+                if _in_process(um.backends.rate_limiter):  # a lock and a dict: no I/O
+                    outcome = http.count_global_rate(um, peer, forwarded_for)
+                else:  # off the event loop: Redis is a network round trip
+                    outcome = await run_check(
+                        um.settings.http_check_threads,
+                        http.count_global_rate,
+                        um,
+                        peer,
+                        forwarded_for,
+                    )
+                if type(outcome) is RateLimitResult and outcome.allowed:  # the usual answer
+                    rate = http.rate_limit_headers_raw(outcome)
+                else:
+                    rate, refusal = self._refused(outcome, path, request_id)
+            # Every response carries these (one list, built once per request).
+            exchange.added = [
+                (_REQUEST_ID_RAW, request_id.encode("latin-1")),
+                *rate,
+                *(_HSTS_SECURITY_RAW if scope.get("scheme") == "https" else _SECURITY_RAW),
+            ]
             # --- body size ----------------------------------------------------------------
             if refusal is None and content_length is not None:
                 refusal = http.check_content_length(
@@ -264,50 +290,36 @@ class UserMgmtMiddleware:
             if refusal is not None:
                 await render(refusal)(scope, receive, exchange.send)
             else:
-                await self._call_app(scope, exchange, path)
+                # --- the application, with a last resort ----------------------------------
+                try:
+                    await self.app(scope, exchange.receive, exchange.send)
+                except Exception as exc:
+                    logger.error(
+                        "unhandled %s",
+                        type(exc).__name__,
+                        exc_info=exc,
+                        extra={"request_id": request_id},
+                    )
+                    if exchange.started:
+                        raise  # the response is half sent: let the server close the connection
+                    response = internal_error_response(request_id, path)
+                    await response(scope, exchange.receive_, exchange.send)
         finally:
             self._observe(scope, exchange.status, time.perf_counter() - started, path, exempt)
             unbind_request(tokens)
 
-    async def _count(
-        self, scope: Scope, exchange: _Exchange, forwarded_for: str | None, path: str
-    ) -> http.ProblemReply | None:
-        """Count the request against the global rate limit: the ``RateLimit-*`` headers
-        go to the response; the refusal to answer instead, if any."""
-        um = self._um(scope)
-        client = scope.get("client")
-        peer = client[0] if client else None
-        if _in_process(um.backends.rate_limiter):  # a lock and a dict: no I/O
-            outcome = http.count_global_rate(um, peer, forwarded_for)
-        else:  # off the event loop: Redis is a network round trip
-            outcome = await run_check(
-                um.settings.http_check_threads, http.count_global_rate, um, peer, forwarded_for
-            )
-        if type(outcome) is RateLimitResult and outcome.allowed:  # the usual answer
-            exchange.added = http.rate_limit_headers_raw(outcome)
-            return None
-        verdict = http.global_rate_verdict(outcome, instance=path, request_id=exchange.request_id)
-        exchange.added = [
+    @staticmethod
+    def _refused(
+        outcome: RateLimitResult | UserMgmtError | None, path: str, request_id: str
+    ) -> tuple[list[tuple[bytes, bytes]], http.ProblemReply | None]:
+        """The ``RateLimit-*`` headers and the refusal of an outcome of the global rate
+        limit that is not a plain allowance (refused, failed, or not counted)."""
+        verdict = http.global_rate_verdict(outcome, instance=path, request_id=request_id)
+        headers = [
             (key.lower().encode("latin-1"), value.encode("latin-1"))
             for key, value in verdict.headers.items()
         ]
-        return verdict.refusal
-
-    async def _call_app(self, scope: Scope, exchange: _Exchange, path: str) -> None:
-        """The application, with a last resort."""
-        try:
-            await self.app(scope, exchange.receive, exchange.send)
-        except Exception as exc:
-            logger.error(
-                "unhandled %s",
-                type(exc).__name__,
-                exc_info=exc,
-                extra={"request_id": exchange.request_id},
-            )
-            if exchange.started:
-                raise  # the response is half sent: let the server close the connection
-            response = internal_error_response(exchange.request_id, path)
-            await response(scope, exchange.receive_, exchange.send)
+        return headers, verdict.refusal
 
     def _route(self, scope: Scope) -> str:
         if scope.get("route") is None and self._patterns is None:
@@ -320,7 +332,9 @@ class UserMgmtMiddleware:
 
     def _observe(self, scope: Scope, status: int, seconds: float, path: str, exempt: bool) -> None:
         method: str = scope.get("method", "")
-        route = self._route(scope)
+        route = getattr(scope.get("route"), "path_format", None)  # the usual answer, inline
+        if type(route) is not str or not route:
+            route = self._route(scope)
         if self.metrics:
             hooks.observe_http(method, route, status, seconds)
         # Probes and scrapes come every few seconds: they are logged at DEBUG only.

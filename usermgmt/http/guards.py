@@ -160,13 +160,36 @@ def check_global_rate(
     )
 
 
+#: ``RateLimit-Limit`` and ``RateLimit-Reset`` pairs already built, by value (a limit and
+#: a window take few values: these are made once, not per request).
+_LIMIT_PAIRS: dict[int, tuple[bytes, bytes]] = {}
+_RESET_PAIRS: dict[int, tuple[bytes, bytes]] = {}
+_PAIRS_LIMIT: Final = 1024
+
+
+def _pair(cache: dict[int, tuple[bytes, bytes]], name: bytes, value: int) -> tuple[bytes, bytes]:
+    pair = cache.get(value)
+    if pair is None:
+        pair = (name, b"%d" % value)
+        if len(cache) >= _PAIRS_LIMIT:
+            cache.clear()
+        cache[value] = pair
+    return pair
+
+
 def rate_limit_headers_raw(decision: RateLimitResult) -> list[tuple[bytes, bytes]]:
     """The ``RateLimit-*`` headers of an allowed decision as raw ASGI pairs (lower-case
     names): the same values as :func:`~usermgmt.http.problems.rate_limit_headers`."""
+    limit = _LIMIT_PAIRS.get(decision.limit) or _pair(
+        _LIMIT_PAIRS, b"ratelimit-limit", decision.limit
+    )
+    remaining = decision.remaining
+    reset_after = decision.reset_after
+    reset = math.ceil(reset_after) if reset_after > 0 else 0
     return [
-        (b"ratelimit-limit", b"%d" % decision.limit),
-        (b"ratelimit-remaining", b"%d" % max(0, decision.remaining)),
-        (b"ratelimit-reset", b"%d" % max(0, math.ceil(decision.reset_after))),
+        limit,
+        (b"ratelimit-remaining", b"%d" % remaining if remaining > 0 else b"0"),
+        _RESET_PAIRS.get(reset) or _pair(_RESET_PAIRS, b"ratelimit-reset", reset),
     ]
 
 

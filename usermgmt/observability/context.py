@@ -48,7 +48,7 @@ _request_var: ContextVar[RequestLogContext | None] = ContextVar(
     "usermgmt_request_log_context", default=None
 )
 
-_Tokens = tuple[Token[str | None], Token[str | None], Token[RequestLogContext | None]]
+_Tokens = tuple[Token[str | None], Token[str | None] | None, Token[RequestLogContext | None]]
 
 
 def bind_request(request_id: str | None) -> _Tokens:
@@ -56,8 +56,9 @@ def bind_request(request_id: str | None) -> _Tokens:
     :func:`unbind_request` needs to restore the previous values."""
     return (
         request_id_var.set(request_id),
-        user_id_var.set(None),
-        _request_var.set(RequestLogContext(request_id=request_id)),
+        # cleared only when set (the usual context has none): one set and reset less
+        None if user_id_var.get() is None else user_id_var.set(None),
+        _request_var.set(RequestLogContext(request_id)),
     )
 
 
@@ -65,7 +66,10 @@ def unbind_request(tokens: _Tokens) -> None:
     """End the request bound by :func:`bind_request` (in the same context)."""
     rid, uid, shared = tokens
     _request_var.reset(shared)
-    user_id_var.reset(uid)
+    if uid is not None:
+        user_id_var.reset(uid)
+    elif user_id_var.get() is not None:  # set during the request: None again, as before
+        user_id_var.set(None)
     request_id_var.reset(rid)
 
 

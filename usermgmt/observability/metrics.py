@@ -61,13 +61,15 @@ public internet (serve it on an internal port or deny it at the reverse proxy).
 
 from __future__ import annotations
 
+import bisect
 import importlib
 import importlib.util
 import logging
+import math
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 from usermgmt.errors import MissingDependency
@@ -140,6 +142,10 @@ def _safe(value: str) -> str:
     return value if _LABEL_VALUE.fullmatch(value) else "other"
 
 
+#: What records one HTTP request of given labels (see PrometheusObserver._http_recorder).
+_HttpRecorder = tuple[Any, list[Any], tuple[float, ...], Any] | Callable[[float], None]
+
+
 class PrometheusObserver:
     """The instruments of one process; the :mod:`~usermgmt.observability.hooks` observer."""
 
@@ -201,7 +207,7 @@ class PrometheusObserver:
             prometheus.ProcessCollector(registry=reg)
             prometheus.PlatformCollector(registry=reg)
             prometheus.GCCollector(registry=reg)
-        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._http_children: dict[tuple[str, str, int], _HttpRecorder] = {}
         self._db_children: dict[str, Any] = {}
         for result in LOGIN_RESULTS:  # every result shows from the start, at 0
             self.logins.labels(result)
@@ -212,15 +218,50 @@ class PrometheusObserver:
         # labels() is a lock, a validation and a dict look-up per call: the children of
         # each (method, route, status) are kept here (a bounded set: routes are templates).
         key = (method, route, status)
-        children = self._http_children.get(key)
-        if children is None:
-            labels = (_bounded(method.upper(), HTTP_METHODS, "OTHER"), route, str(status))
-            children = (self.http_duration.labels(*labels), self.http_requests.labels(*labels))
+        recorder = self._http_children.get(key)
+        if recorder is None:
+            recorder = self._http_recorder(method, route, status)
             if len(self._http_children) >= _MAX_CACHED_CHILDREN:
                 self._http_children.clear()
-            self._http_children[key] = children
-        children[0].observe(seconds)
-        children[1].inc()
+            self._http_children[key] = recorder
+        if isinstance(recorder, tuple):
+            # What Histogram.observe and Counter.inc do, minus their checks (the children
+            # have their labels): the same values, the same locks, the same files in
+            # multiprocess mode.
+            total, buckets, bounds, count = recorder
+            total.inc(seconds)
+            buckets[bisect.bisect_left(bounds, seconds)].inc(1)
+            count.inc(1)
+        else:
+            recorder(seconds)
+
+    def _http_recorder(self, method: str, route: str, status: int) -> _HttpRecorder:
+        """How to record one request of these labels: the children's values (sum,
+        buckets, bucket bounds, counter) when prometheus-client has them as expected,
+        else a function calling the children's public methods."""
+        labels = (_bounded(method.upper(), HTTP_METHODS, "OTHER"), route, str(status))
+        duration = self.http_duration.labels(*labels)
+        requests = self.http_requests.labels(*labels)
+        total = getattr(duration, "_sum", None)
+        buckets: list[Any] = list(getattr(duration, "_buckets", ()))
+        bounds: tuple[float, ...] = tuple(getattr(duration, "_upper_bounds", ()))
+        count = getattr(requests, "_value", None)
+        values = [total, count, *buckets]
+        if (
+            buckets
+            and bounds
+            and len(buckets) == len(bounds)
+            and bounds[-1] == math.inf
+            and list(bounds) == sorted(bounds)
+            and all(callable(getattr(value, "inc", None)) for value in values)
+        ):
+            return total, buckets, bounds, count
+
+        def record(seconds: float) -> None:  # pragma: no cover - see above
+            duration.observe(seconds)
+            requests.inc()
+
+        return record
 
     def observe_db(self, operation: str, seconds: float) -> None:
         child = self._db_children.get(operation)

@@ -18,12 +18,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from usermgmt.clock import SystemClock
 from usermgmt.errors import (
     BackendUnavailable,
     EmailNotVerified,
@@ -40,6 +42,7 @@ from usermgmt.models import AccessClaims, RequestContext, Session, TokenPair, Us
 from usermgmt.ports import OneStatementReads, UnitOfWork
 from usermgmt.schemas import LoginIn, RefreshIn, normalize_email, parse
 from usermgmt.security.opaque import new_token
+from usermgmt.services.authorization import ProcessLocalReads
 from usermgmt.services.base import CommitThenRaise, Kernel
 
 logger = logging.getLogger("usermgmt.auth")
@@ -73,6 +76,9 @@ class AuthService:
         self._leeway = kernel.settings.jwt_leeway_seconds
         # one SELECT per check instead of a transaction, when the database offers it
         self._one = kernel.uow if isinstance(kernel.uow, OneStatementReads) else None
+        # a database in this process: no round trip, but (several processes may share a
+        # revocation store) not the only place a revocation may be known
+        self._local = isinstance(kernel.uow, ProcessLocalReads)
 
     # --- login ---------------------------------------------------------------------------
 
@@ -386,10 +392,15 @@ class AuthService:
             if len(self._verified) >= _VERIFIED_CACHE_SIZE:
                 self._verified.clear()
             self._verified[token] = claims
-        elif self._k.clock.now().timestamp() >= claims.expires_at + self._leeway:
+        elif self._now() >= claims.expires_at + self._leeway:
             self._verified.pop(token, None)
             raise TokenExpired()
         return claims
+
+    def _now(self) -> float:
+        """The clock's time as a timestamp (the system clock's without a datetime)."""
+        clock = self._k.clock
+        return time.time() if type(clock) is SystemClock else clock.now().timestamp()
 
     def _decode_access(self, token: str) -> AccessClaims:
         if not isinstance(token, str):
@@ -415,11 +426,24 @@ class AuthService:
         work per request instead of two. A database offering one-statement reads and no
         replica answers both in one SELECT on the primary, which is as fresh as the
         revocation store (it is written after the database commits), so the store is
-        not asked: one round trip per request.
+        not asked: one round trip per request. A database in this process (the memory
+        backend) is read after the revocation store, if there is one: both are asked.
         """
         k = self._k
         claims = self._signed_claims(token)
         one = self._one
+        if self._local and one is not None:
+            store = k.revocations
+            if store is not None:
+                try:
+                    if store.is_revoked(claims.session_id):
+                        raise TokenRevoked("This session has ended.")
+                except BackendUnavailable:
+                    logger.warning("revocation store unavailable: checking the database")
+            live, found = one.live_session_user(claims.session_id, claims.user_id)
+            if not live:
+                raise TokenRevoked("This session has ended.")
+            return self._active(found)
         if one is not None and not one.reads_from_replicas:
             live, found = one.live_session_user(claims.session_id, claims.user_id)
             if not live:

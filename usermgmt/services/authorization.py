@@ -5,6 +5,12 @@ every role or membership change deletes it *after* its commit, so the next read
 picks a fresh version and older entries become unreachable. Entries carry the
 version they were computed under, so one ``get_many`` answers a check. When the
 cache fails, checks read the database (slower, never wrong).
+
+A database in this process (the memory backend, :class:`ProcessLocalReads`) with no
+cache or an in-process one is read directly instead of the cache (a shared cache, Redis,
+is used as with any database), and each answer is remembered with the store's data
+version: it is served again only while nothing at all was committed or rolled back
+since, so a role or membership change is seen by the very next check.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 from usermgmt.errors import BackendUnavailable, NotFound, PermissionDenied
@@ -28,6 +35,22 @@ ENTRY_TTL_SECONDS = 300.0
 VERSION_TTL_SECONDS = 86400.0
 _NOT_MEMBER = "-"
 _MEMO_LIMIT = 4096
+
+
+@runtime_checkable
+class ProcessLocalReads(OneStatementReads, Protocol):
+    """A database in this process (the memory backend's unit-of-work factory): reads
+    cost no round trip, and a version number tells whether anything changed."""
+
+    @property
+    def data_version(self) -> int:
+        """Changes with every commit or rollback that changed the data."""
+
+    def member_roles_at(
+        self, organization_id: UUID, user_id: UUID
+    ) -> tuple[int | None, tuple[bool, list[Role]] | None]:
+        """``member_roles`` and the :attr:`data_version` the answer holds for (None:
+        it may include writes of this thread not committed yet; do not remember it)."""
 
 
 def _version_key(org_id: UUID) -> str:
@@ -51,11 +74,38 @@ class AuthorizationService:
         self._unflushed_lock = threading.Lock()
         # one SELECT per answer instead of a transaction, when the database offers it
         self._one = kernel.uow if isinstance(kernel.uow, OneStatementReads) else None
+        # a database in this process: read it (no cache), answers remembered per version
+        self._local = self._local_database()
+        self._answers: dict[tuple[UUID, UUID], tuple[int, str, EffectivePermissions | None]] = {}
+
+    @property
+    def reads_locally(self) -> bool:
+        """Whether checks read the database in this process directly (the memory
+        backend) instead of the cache. Setting it False makes them go through the cache
+        as with a shared database (what the cache's own tests do)."""
+        return self._local is not None
+
+    @reads_locally.setter
+    def reads_locally(self, enabled: bool) -> None:
+        self._local = self._local_database() if enabled else None
+        self._answers.clear()
+
+    def _local_database(self) -> ProcessLocalReads | None:
+        """The database if it is in this process and the cache (if any) too: a shared
+        cache (Redis) is still used, as with any database."""
+        uow, cache = self._k.uow, self._k.cache
+        if not isinstance(uow, ProcessLocalReads):
+            return None
+        if cache is not None and getattr(cache, "process_local", False) is not True:
+            return None
+        return uow
 
     # --- public API --------------------------------------------------------------------
 
     def effective(self, user_id: UUID, organization_id: UUID) -> EffectivePermissions | None:
         """The user's permissions and role names there, or None if not a member."""
+        if self._local is not None:
+            return self._local_effective(self._local, user_id, organization_id)
         decoded = self._lookup(user_id, organization_id)
         if decoded is None:
             return None
@@ -64,6 +114,9 @@ class AuthorizationService:
 
     def has_permission(self, user_id: UUID, organization_id: UUID, permission: str) -> bool:
         """True if the user is a member holding ``permission`` (through any of their roles)."""
+        if self._local is not None:
+            eff = self._local_effective(self._local, user_id, organization_id)
+            return eff is not None and permission in eff.permissions
         decoded = self._lookup(user_id, organization_id)
         return decoded is not None and permission in decoded[0]
 
@@ -167,6 +220,35 @@ class AuthorizationService:
             else:
                 granted |= role.permissions
         return frozenset(granted)
+
+    # --- a database in this process --------------------------------------------------------
+
+    def _local_effective(
+        self, local: ProcessLocalReads, user_id: UUID, organization_id: UUID
+    ) -> EffectivePermissions | None:
+        """The answer from the database in this process, remembered while its data
+        version (and the permission catalogue) stays the same."""
+        fingerprint = self._k.registry.fingerprint
+        key = (organization_id, user_id)
+        known = self._answers.get(key)
+        if known is not None and known[0] == local.data_version and known[1] == fingerprint:
+            return known[2]
+        version, found = local.member_roles_at(organization_id, user_id)
+        if found is None or not found[0]:
+            eff = None  # not a member, or a deactivated account (as in compute)
+        else:
+            roles = found[1]
+            eff = EffectivePermissions(
+                organization_id,
+                user_id,
+                self.permissions_of(roles),
+                frozenset(role.name for role in roles),
+            )
+        if version is not None:
+            if len(self._answers) >= _MEMO_LIMIT:
+                self._answers.clear()
+            self._answers[key] = (version, fingerprint, eff)
+        return eff
 
     # --- cache ---------------------------------------------------------------------------
 

@@ -3,6 +3,8 @@ beyond their contracts."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from usermgmt.backends.memory import (
@@ -13,6 +15,7 @@ from usermgmt.backends.memory import (
 )
 from usermgmt.clock import FakeClock
 from usermgmt.ids import new_id
+from usermgmt.ports import RateLimitResult
 
 
 def test_cache_drops_expired_entries_when_read() -> None:
@@ -100,3 +103,22 @@ def test_revocation_keeps_the_longer_ttl() -> None:
     assert store.is_revoked(sid)
     store.clear()
     assert not store.is_revoked(sid)
+
+
+def test_a_hit_result_is_a_complete_rate_limit_result() -> None:
+    """hit() builds its result slot by slot: every field of the dataclass is set."""
+    limiter = MemoryRateLimiter()
+    result = limiter.hit("k", limit=2, window_seconds=60)
+    assert [f.name for f in dataclasses.fields(RateLimitResult)] == [
+        "allowed",
+        "limit",
+        "remaining",
+        "reset_after",
+    ]
+    assert type(result) is RateLimitResult
+    assert result == RateLimitResult(allowed=True, limit=2, remaining=1, reset_after=60)
+    limiter.hit("k", limit=2, window_seconds=60)
+    refused = limiter.hit("k", limit=2, window_seconds=60)
+    assert (refused.allowed, refused.remaining) == (False, 0)
+    assert 0 < refused.reset_after <= 60
+    assert hash(refused) == hash(dataclasses.replace(refused))

@@ -34,6 +34,31 @@ def _join(um: UserManagement, inviter: User, org_id: UUID, roles: list[str] | No
     return user
 
 
+#: Tests of the cache itself: the others run both through the cache (as with a shared
+#: database) and reading the memory database directly (what it does by default).
+_CACHE_ONLY = frozenset(
+    {
+        "test_cache_entries_expire",
+        "test_invalidation_happens_after_commit",
+        "test_cache_keys_name_org_and_user",
+    }
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.function.__name__ not in _CACHE_ONLY:
+        metafunc.parametrize("reads", ["cache", "local"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def reads(request: pytest.FixtureRequest, um: UserManagement) -> str:
+    """``cache``: checks go through the permission cache; ``local``: they read the
+    memory database directly, answers remembered per data version."""
+    how: str = getattr(request, "param", "cache")
+    um.authz.reads_locally = how == "local"
+    return how
+
+
 @pytest.fixture
 def owner(make_user: Any) -> User:
     return make_user()[0]

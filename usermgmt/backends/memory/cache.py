@@ -27,6 +27,10 @@ class MemoryCache:
     dropped when read and swept every few thousand writes.
     """
 
+    #: Only this process sees it: with a database in this process too, permission
+    #: checks read the database directly instead (AuthorizationService).
+    process_local = True
+
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._system_time = type(self._clock) is SystemClock

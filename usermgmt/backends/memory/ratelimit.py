@@ -14,6 +14,11 @@ from usermgmt.ports import AttemptDecision, Clock, RateLimitResult
 __all__ = ["MemoryAttemptCounter", "MemoryRateLimiter"]
 
 _SWEEP_EVERY = 1024
+_new = object.__new__
+_set_allowed, _set_limit, _set_remaining, _set_reset_after = (
+    RateLimitResult.__dict__[name].__set__
+    for name in ("allowed", "limit", "remaining", "reset_after")
+)
 _FORGET_AFTER = 24 * 3600.0  # an unlocked attempt state idle this long is forgotten
 
 
@@ -56,23 +61,28 @@ class MemoryRateLimiter:
             if log is None:
                 log = self._logs[key] = _Log(window=window_seconds)
             log.window = window_seconds
+            hits = log.hits
+            used = log.used
             horizon = now - window_seconds
-            while log.hits and log.hits[0][0] <= horizon:
-                log.used -= log.hits.popleft()[1]
-            allowed = log.used + cost <= limit
+            while hits and hits[0][0] <= horizon:
+                used -= hits.popleft()[1]
+            allowed = used + cost <= limit
             if allowed:
-                log.hits.append((now, cost))
-                log.used += cost
-            reset_after = log.hits[0][0] + window_seconds - now if log.hits else window_seconds
+                hits.append((now, cost))
+                used += cost
+            log.used = used
+            reset_after = hits[0][0] + window_seconds - now if hits else window_seconds
             self._hits += 1
-            if self._hits % _SWEEP_EVERY == 0:
+            if not self._hits % _SWEEP_EVERY:
                 self._sweep(now)
-            return RateLimitResult(
-                allowed=allowed,
-                limit=limit,
-                remaining=max(0, limit - log.used),
-                reset_after=max(0.0, reset_after),
-            )
+        # What the frozen dataclass's __init__ does, minus one object.__setattr__ per
+        # field (and without max()): this runs on every request.
+        result: RateLimitResult = _new(RateLimitResult)
+        _set_allowed(result, allowed)
+        _set_limit(result, limit)
+        _set_remaining(result, limit - used if used < limit else 0)
+        _set_reset_after(result, reset_after if reset_after > 0.0 else 0.0)
+        return result
 
     def reset(self, key: str) -> None:
         """Forget every hit of ``key``."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import operator
 import threading
 import types
 from collections.abc import Callable, Hashable
@@ -72,26 +71,19 @@ def detach(entity: E) -> E:
     if copier is None:
         changes: dict[str, Any] = {"metadata": fresh}
         return dataclasses.replace(entity, **changes)  # type: ignore[type-var]
-    # What replace() does, minus its generic machinery (and the frozen __setattr__ per
-    # field): this runs for every entity read, i.e. every authenticated request of the
-    # in-process backends.
-    get_fields, setters, position = copier
-    values = list(get_fields(entity))
-    values[position] = fresh
-    clone: E = object.__new__(kind)
-    for set_slot, value in zip(setters, values, strict=True):
-        set_slot(clone, value)
+    # What replace() does, minus its generic machinery: this runs for every entity
+    # read, i.e. every authenticated request of the in-process backends.
+    clone: E = copier(entity, fresh)
     return clone
 
 
-_Copier = tuple[Callable[[Any], tuple[Any, ...]], tuple[Callable[[Any, Any], None], ...], int]
-
-
 @functools.cache
-def _copier(cls: type) -> _Copier | None:
+def _copier(cls: type) -> Callable[[Any, Any], Any] | None:
     """For a slotted dataclass without ``__post_init__`` whose fields all have a slot
-    (the entities): a getter of every field, the slots' setters, and the position of
-    ``metadata``. None for anything else (copied with ``dataclasses.replace``)."""
+    (the entities): a function ``(entity, metadata)`` returning a copy of ``entity``
+    with that ``metadata``, every slot set directly (one straight-line function per
+    class, as dataclasses generates its ``__init__``). None for anything else (copied
+    with ``dataclasses.replace``)."""
     if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
         return None
     names = [f.name for f in dataclasses.fields(cls)]
@@ -100,17 +92,34 @@ def _copier(cls: type) -> _Copier | None:
         return None
     if not all(type(slot) is types.MemberDescriptorType for slot in slots):
         return None
-    setters = tuple(slot.__set__ for slot in slots)  # type: ignore[union-attr]
-    return operator.attrgetter(*names), setters, names.index("metadata")
+    if not all(name.isidentifier() for name in names):  # pragma: no cover - dataclass fields
+        return None
+    # each slot set through its descriptor's __set__, bound once (cheaper per call than
+    # object.__setattr__, which looks the descriptor up every time)
+    lines = ["def copy(entity, metadata):", "    clone = new(cls)"]
+    lines += [
+        f"    set_{i}(clone, {'metadata' if name == 'metadata' else 'entity.' + name})"
+        for i, name in enumerate(names)
+    ]
+    lines.append("    return clone")
+    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    namespace.update({f"set_{i}": slot.__set__ for i, slot in enumerate(slots)})  # type: ignore[union-attr]
+    exec("\n".join(lines), namespace)  # noqa: S102 - field names of a dataclass only
+    copier: Callable[[Any, Any], Any] = namespace["copy"]
+    return copier
 
 
 class Journal:
-    """The undo log of one unit of work: how to put back every dict it changed."""
+    """The undo log of one unit of work: how to put back every dict it changed.
 
-    __slots__ = ("_entries",)
+    With a ``store``, a commit or a rollback that changed something bumps the store's
+    :attr:`MemoryStore.version`."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_entries", "_store")
+
+    def __init__(self, store: MemoryStore | None = None) -> None:
         self._entries: list[tuple[dict[Any, Any], Hashable, object]] = []
+        self._store = store
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -128,16 +137,25 @@ class Journal:
 
     def forget(self) -> None:
         """Commit: the changes stay, the undo information goes."""
-        self._entries.clear()
+        if self._entries:
+            self._entries.clear()
+            self._changed()
 
     def undo(self) -> None:
         """Rollback: restore every changed key, newest change first."""
+        if not self._entries:
+            return
         while self._entries:
             table, key, old = self._entries.pop()
             if old is MISSING:
                 table.pop(key, None)
             else:
                 table[key] = old
+        self._changed()
+
+    def _changed(self) -> None:
+        if self._store is not None:
+            self._store.version += 1  # under the store lock, held by every writer
 
 
 class MemoryStore:
@@ -150,10 +168,19 @@ class MemoryStore:
     ``lock`` is re-entrant so that a job run synchronously inside an open unit
     of work (an :class:`~usermgmt.backends.memory.InlineQueue` in ``sync`` mode)
     can open its own unit of work in the same thread instead of deadlocking.
+
+    ``version`` changes with every commit and every rollback that changed a table
+    (whatever is read between two changes is the same), and ``open_units`` counts the
+    units of work open (so a reader holding ``lock`` knows whether its own thread has
+    one open, whose writes may not be committed yet): both are read and written under
+    ``lock``, except that ``version`` may be read without it to tell whether an answer
+    computed from committed data is still current.
     """
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
+        self.version = 0
+        self.open_units = 0
         self.users: dict[UUID, User] = {}
         self.user_email_index: dict[str, UUID] = {}
         self.organizations: dict[UUID, Organization] = {}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
+from uuid import UUID
 
 from usermgmt.backends.memory.auth_repositories import (
     MemoryAuditArchiveRepository,
@@ -19,13 +21,14 @@ from usermgmt.backends.memory.repositories import (
     MemoryPermissionRepository,
     MemoryUserRepository,
 )
-from usermgmt.backends.memory.store import Journal, MemoryStore
+from usermgmt.backends.memory.store import Journal, MemoryStore, detach
 from usermgmt.backends.memory.tenancy_repositories import (
     MemoryInvitationRepository,
     MemoryMembershipRepository,
     MemoryRoleRepository,
 )
 from usermgmt.errors import TransactionConflict
+from usermgmt.models import Role, User
 from usermgmt.ports import (
     AuditArchiveRepository,
     AuditLogRepository,
@@ -41,6 +44,11 @@ from usermgmt.ports import (
 )
 
 __all__ = ["MemoryUnitOfWork", "MemoryUnitOfWorkFactory"]
+
+
+def _creation(role: Role) -> tuple[datetime, UUID]:
+    return role.created_at, role.id
+
 
 _REPOSITORIES: dict[str, Callable[[MemoryUnitOfWork], object]] = {
     "users": MemoryUserRepository,
@@ -84,7 +92,7 @@ class MemoryUnitOfWork:
         self.store = store
         self.read_only = read_only
         self._lock_timeout = lock_timeout
-        self._journal = Journal()
+        self._journal = Journal(store)
         self._owner: int | None = None
 
     # The repositories, each made on first use (most units of work use one or two).
@@ -138,6 +146,7 @@ class MemoryUnitOfWork:
                 "thread holding a unit of work open while it waits for this one?"
             )
         self._owner = threading.get_ident()
+        self.store.open_units += 1
         return self
 
     def __exit__(
@@ -150,6 +159,7 @@ class MemoryUnitOfWork:
             self._journal.undo()
         finally:
             self._owner = None
+            self.store.open_units -= 1
             self.store.lock.release()
 
     def commit(self) -> None:
@@ -170,11 +180,83 @@ class MemoryUnitOfWorkFactory:
     >>> with uow_factory() as uow:
     ...     uow.users.count()
     0
+
+    It also offers the per-request reads of :class:`~usermgmt.ports.OneStatementReads`
+    (each one lock acquisition instead of a unit of work; there is no replica) and
+    :meth:`member_roles_at` / :attr:`data_version`, with which the authorization service
+    remembers answers for as long as nothing changed in the store.
     """
+
+    #: There is no replica: every read sees the committed data.
+    reads_from_replicas = False
 
     def __init__(self, store: MemoryStore | None = None, *, lock_timeout: float | None = 30.0):
         self.store = store if store is not None else MemoryStore()
         self.lock_timeout = lock_timeout
+        self._timeout = -1.0 if lock_timeout is None else lock_timeout
+
+    # -- the per-request reads ------------------------------------------------------------
+
+    def _acquire(self) -> MemoryStore:
+        store = self.store
+        if not store.lock.acquire(timeout=self._timeout):
+            raise TransactionConflict(
+                f"the memory store stayed locked for {self.lock_timeout} s: is another "
+                "thread holding a unit of work open while it waits for this one?"
+            )
+        return store
+
+    def live_session_user(self, session_id: UUID, user_id: UUID) -> tuple[bool, User | None]:
+        """(whether the session exists and is not revoked, a copy of the user or None)."""
+        store = self._acquire()
+        try:
+            session = store.sessions.get(session_id)
+            user = store.users.get(user_id)
+        finally:
+            store.lock.release()
+        live = session is not None and session.revoked_at is None
+        return live, None if user is None else detach(user)
+
+    def user_by_id(self, user_id: UUID) -> User | None:
+        """A copy of the user, or None."""
+        store = self._acquire()
+        try:
+            user = store.users.get(user_id)
+        finally:
+            store.lock.release()
+        return None if user is None else detach(user)
+
+    def member_roles(self, organization_id: UUID, user_id: UUID) -> tuple[bool, list[Role]] | None:
+        """None if the user is not a member of the organization, else (whether the user
+        is active, the membership's roles there, ordered by creation)."""
+        return self.member_roles_at(organization_id, user_id)[1]
+
+    @property
+    def data_version(self) -> int:
+        """Changes with every commit or rollback that changed the store."""
+        return self.store.version
+
+    def member_roles_at(
+        self, organization_id: UUID, user_id: UUID
+    ) -> tuple[int | None, tuple[bool, list[Role]] | None]:
+        """:meth:`member_roles`, with the :attr:`data_version` the answer is valid for:
+        None when this thread has a unit of work open (whose writes, seen here, may not
+        be committed yet)."""
+        store = self._acquire()
+        try:
+            version = None if store.open_units else store.version
+            membership_id = store.membership_index.get((organization_id, user_id))
+            if membership_id is None:
+                return version, None
+            membership = store.memberships[membership_id]
+            user = store.users.get(user_id)
+            roles = store.roles
+            found = [roles[i] for i in membership.role_ids if i in roles]
+        finally:
+            store.lock.release()
+        mine = [role for role in found if role.organization_id == organization_id]
+        mine.sort(key=_creation)
+        return version, (user is not None and user.is_active, mine)
 
     def __call__(self, *, read_only: bool = False, replica: bool = False) -> MemoryUnitOfWork:
         """A new unit of work; ``read_only`` (and ``replica``: there is no replica) ones refuse writes."""

@@ -1,0 +1,186 @@
+"""Checks on the memory database, read directly: answers remembered per data version, and
+authentication asking both the revocation store and the database (the behaviour of
+every change is in test_authz_cache.py, which runs it this way too)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from usermgmt.app import UserManagement
+from usermgmt.errors import TokenRevoked
+from usermgmt.models import Organization, User
+from usermgmt.testing import create_user, extract_token
+
+
+@pytest.fixture
+def owner(make_user: Any) -> User:
+    return make_user()[0]
+
+
+@pytest.fixture
+def org(um: UserManagement, owner: User) -> Organization:
+    return um.organizations.create(owner.id, "Acme")
+
+
+def _count_reads(um: UserManagement, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    factory = um.backends.uow
+    reads = [0]
+    original = factory.member_roles_at
+
+    def counted(*args: Any) -> Any:
+        reads[0] += 1
+        return original(*args)
+
+    monkeypatch.setattr(factory, "member_roles_at", counted)
+    return reads
+
+
+def test_the_memory_database_is_read_directly_not_the_cache(
+    um: UserManagement, owner: User, org: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert um.authz.reads_locally
+    cache = um.kernel.cache
+    assert cache is not None
+
+    def untouchable(*args: Any) -> Any:
+        raise AssertionError("the cache was read")
+
+    monkeypatch.setattr(cache, "get_many", untouchable)
+    assert um.authz.require(owner.id, org.id, "organization:delete").roles == {"owner"}
+
+
+def test_an_answer_is_remembered_until_anything_changes(
+    um: UserManagement, owner: User, org: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = _count_reads(um, monkeypatch)
+    first = um.authz.effective(owner.id, org.id)
+    assert um.authz.effective(owner.id, org.id) is first
+    assert um.authz.has_permission(owner.id, org.id, "member:invite")
+    assert reads == [1]
+    um.organizations.create(owner.id, "Unrelated")  # any commit: read again
+    assert um.authz.effective(owner.id, org.id) == first
+    assert reads == [2]
+
+
+def test_a_demotion_is_seen_by_the_next_check(
+    um: UserManagement, owner: User, org: Organization, make_user: Any
+) -> None:
+    user, _ = make_user()
+    um.invitations.create(owner.id, org.id, user.email, roles=["admin"])
+    um.invitations.accept(user.id, extract_token(um.outbox.last(to=user.email)))
+    for _ in range(3):
+        assert um.authz.has_permission(user.id, org.id, "member:invite")
+    um.members.update_roles(owner.id, org.id, user.id, ["member"])
+    assert not um.authz.has_permission(user.id, org.id, "member:invite")
+
+
+def test_a_new_catalogue_permission_is_seen_at_once(
+    um: UserManagement, owner: User, org: Organization
+) -> None:
+    assert not um.authz.has_permission(owner.id, org.id, "report:export")
+    um.register_permission("report:export", "Export reports")
+    assert um.authz.has_permission(owner.id, org.id, "report:export")  # owner: everything
+
+
+def test_an_uncommitted_answer_is_not_remembered(
+    um: UserManagement, owner: User, org: Organization, make_user: Any
+) -> None:
+    """A check inside an open unit of work sees its writes; once rolled back they are
+    gone for the next check."""
+    user, _ = make_user()
+    owner_membership = um.kernel.read(lambda uow: uow.memberships.get(org.id, owner.id))
+    assert owner_membership is not None
+
+    class Rollback(Exception):
+        pass
+
+    def body(uow: Any) -> None:
+        uow.memberships.add(
+            type(owner_membership)(
+                id=user.id,
+                organization_id=org.id,
+                user_id=user.id,
+                role_ids=owner_membership.role_ids,
+                joined_at=owner_membership.joined_at,
+                updated_at=owner_membership.updated_at,
+            )
+        )
+        assert um.authz.has_permission(user.id, org.id, "organization:delete")
+        raise Rollback
+
+    with pytest.raises(Rollback):
+        um.kernel.write(body)
+    assert um.authz.effective(user.id, org.id) is None
+
+
+def _login(um: UserManagement) -> tuple[User, str, Any]:
+    user, password = create_user(um)
+    pair = um.auth.login(email=user.email, password=password)
+    return user, pair.access_token, pair.session_id
+
+
+def test_a_revocation_in_the_database_alone_is_enough(um: UserManagement) -> None:
+    user, token, session_id = _login(um)
+    assert um.auth.authenticate(token).id == user.id
+    um.auth.logout(user.id, session_id)
+    store = um.kernel.revocations
+    assert store is not None
+    store.clear()  # only the database knows now
+    with pytest.raises(TokenRevoked):
+        um.auth.authenticate(token)
+
+
+def test_a_revocation_in_the_store_alone_is_enough(um: UserManagement) -> None:
+    """Several processes may share a revocation store while each has its own memory
+    database: what the store knows counts."""
+    user, token, session_id = _login(um)
+    assert um.auth.authenticate(token).id == user.id
+    store = um.kernel.revocations
+    assert store is not None
+    store.revoke([session_id], 3600)
+    with pytest.raises(TokenRevoked):
+        um.auth.authenticate(token)
+
+
+def test_an_authenticated_user_is_a_copy(um: UserManagement) -> None:
+    user, token, _ = _login(um)
+    found = um.auth.authenticate(token)
+    found.metadata["mutated"] = True
+    assert um.auth.authenticate(token).metadata == {}
+    assert um.users.get(user.id).metadata == {}
+
+
+class _SharedCache:
+    """A cache other processes would share (no ``process_local``): the memory cache's
+    methods, counted."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.reads = 0
+
+    def get(self, key: str) -> str | None:
+        return self.inner.get(key)  # type: ignore[no-any-return]
+
+    def get_many(self, keys: Any) -> list[str | None]:
+        self.reads += 1
+        return self.inner.get_many(keys)  # type: ignore[no-any-return]
+
+    def set(self, key: str, value: str, ttl: float | None = None) -> None:
+        self.inner.set(key, value, ttl)
+
+    def delete(self, *keys: str) -> None:
+        self.inner.delete(*keys)
+
+
+def test_a_shared_cache_is_still_used_with_the_memory_database(
+    um: UserManagement, owner: User, org: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory database with Redis: the checks go through the cache as before."""
+    shared = _SharedCache(um.kernel.cache)
+    monkeypatch.setattr(um.kernel, "cache", shared)
+    um.authz.reads_locally = True  # decided again: not with this cache
+    assert not um.authz.reads_locally
+    assert um.authz.has_permission(owner.id, org.id, "member:invite")
+    assert shared.reads == 1
