@@ -246,7 +246,8 @@ class Access(EffectivePermissions):
     @classmethod
     def of(cls, effective: EffectivePermissions, user: User) -> Access:
         """``effective`` (the permissions of ``user``) together with ``user``."""
-        if effective.user_id != user.id:
+        # (usually the very UUID object the check was asked about: no comparison needed)
+        if effective.user_id is not user.id and effective.user_id != user.id:
             raise ValueError("the effective permissions are not this user's")
         # What the frozen dataclass's __init__ does, minus one object.__setattr__ per
         # field: this runs for every request a permission check lets through.

@@ -21,13 +21,21 @@ without FastAPI matching it a second time.
 
 FastAPI versions that copy an included router's routes into the application never ask
 the gates: nothing changes there (the routes are copied with the same paths, tags,
-responses and dependencies). The shortcuts that use FastAPI's inclusion internals are
-taken only when those are there; otherwise the gates fall back to FastAPI's own
-matching.
+responses and dependencies). The gates and the shortcuts use FastAPI's inclusion
+internals only when those are there with the shape expected (:func:`_lazy_internals`);
+otherwise nothing is gated and FastAPI matches as usual.
+
+A gate rejects a path only for an inclusion with the prefix it was built for (FastAPI
+names the inclusion being matched): nested in a router with a prefix, or included with
+another prefix, it lets every path through. A route added to a gate (or a router
+included in it) after it was built opens it and the gates around it for good; so does
+a change FastAPI sees below a gate that includes a router of its own settings.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
@@ -37,13 +45,48 @@ from fastapi.routing import APIRoute
 from starlette.routing import Match, Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
+
+def _fields(cls: Any) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+
+
+def _lazy_internals() -> tuple[Any, Callable[[Scope], Any] | None]:
+    """FastAPI's inclusion class and its "inclusion being matched" lookup, when they have
+    the shape the gates use (a dataclass with ``original_router`` and an
+    ``include_context`` that has a ``prefix``, ``effective_candidates()``, a lookup
+    taking the scope alone); else (None, None): the gates then leave routing to FastAPI.
+    """
+    inclusion = getattr(fastapi.routing, "_IncludedRouter", None)
+    lookup = getattr(fastapi.routing, "_get_scope_included_router", None)
+    context = getattr(fastapi.routing, "_RouterIncludeContext", None)
+    if not isinstance(inclusion, type) or not callable(lookup):
+        return None, None
+    if not {"original_router", "include_context"} <= _fields(inclusion):
+        return None, None
+    if "prefix" not in _fields(context) or not callable(
+        getattr(inclusion, "effective_candidates", None)
+    ):
+        return None, None
+    try:
+        inspect.signature(lookup).bind({})
+    except (TypeError, ValueError):
+        return None, None
+    return inclusion, lookup
+
+
 # FastAPI >= 0.1xx includes routers lazily (an inclusion matched route by route at each
 # request); older versions copy an included router's routes and never ask the gates.
-_Inclusion: Any = getattr(fastapi.routing, "_IncludedRouter", None)
-_included_router_of: Callable[[Scope], Any] | None = getattr(
-    fastapi.routing, "_get_scope_included_router", None
-)
+_Inclusion: Any
+_included_router_of: Callable[[Scope], Any] | None
+_Inclusion, _included_router_of = _lazy_internals()
 _LAZY: Final = _Inclusion is not None and _included_router_of is not None
+#: Whether FastAPI counts the changes of a router's routes (``_routes_version``, asked
+#: with ``_get_routes_version``, bumped by ``_mark_routes_changed``).
+_VERSIONED: Final = (
+    callable(getattr(APIRouter, "_get_routes_version", None))
+    and callable(getattr(APIRouter, "_mark_routes_changed", None))
+    and type(getattr(APIRouter(), "_routes_version", None)) is int
+)
 
 __all__ = ["gated", "gated_routers"]
 
@@ -145,11 +188,20 @@ class _GatedRouter(APIRouter):
 
     _beginnings: tuple[str, ...] | None = None  # None: no gate
     _segments: frozenset[str] | None = None  # the first segments, None: any
+    #: The prefix of the inclusion the beginnings are for: an inclusion with another
+    #: one (nested in a router with a prefix, included with another prefix) is not gated.
+    _prefix: str = ""
     _outer: bool = False
     #: Whether the version of the routes below is this router's own: true while every
     #: router it includes is a gate that reports its changes (``_parents``).
-    _exact: bool = True
+    _exact: bool = _VERSIONED
+    #: The gates that include this one (told of its changes).
     _parents: tuple[_GatedRouter, ...] = ()
+    #: Set once the beginnings are computed: a change of the routes from then on (a
+    #: route added, a router included) opens the gate for good (``_open``).
+    _sealed: bool = False
+    #: For a gate that is not exact, the version of the routes below when sealed.
+    _sealed_version: int | None = None
     #: The inclusions inside, by the first segment of the paths they may match, for the
     #: list of inclusions FastAPI built last: (that list, {segment: candidates},
     #: candidates for any other segment, every candidate).
@@ -169,9 +221,9 @@ class _GatedRouter(APIRouter):
     # version counts the changes of the gates inside, which report them.
 
     def include_router(self, router: APIRouter, *args: Any, **kwargs: Any) -> None:
-        if isinstance(router, _GatedRouter) and router._exact:
+        if isinstance(router, _GatedRouter):
             router._parents = (*router._parents, self)
-        else:
+        if not (isinstance(router, _GatedRouter) and router._exact):
             self._inexact()  # changes below it are not reported: FastAPI's walk
         super().include_router(router, *args, **kwargs)
 
@@ -180,7 +232,22 @@ class _GatedRouter(APIRouter):
         for parent in self._parents:
             parent._inexact()
 
+    def _seal(self) -> None:
+        if _VERSIONED and not self._exact:
+            self._sealed_version = super()._get_routes_version()
+        self._sealed = True
+
+    def _open(self) -> None:
+        """No gate any more (its routes changed after the beginnings were computed),
+        nor in the gates that include it."""
+        self._beginnings = None
+        self._segments = None
+        for parent in self._parents:
+            parent._open()
+
     def _mark_routes_changed(self, *args: Any, **kwargs: Any) -> None:
+        if self._sealed:
+            self._open()  # before the new version: no index is built on the old gate
         super()._mark_routes_changed(*args, **kwargs)
         for parent in self._parents:
             parent._mark_routes_changed()
@@ -194,9 +261,30 @@ class _GatedRouter(APIRouter):
 
     # -- matching --------------------------------------------------------------------------
 
+    def _gates(self, scope: Scope) -> bool:
+        """Whether the gate applies to the inclusion being matched: one FastAPI names,
+        of this router, with the prefix the beginnings were computed for, and no change
+        below that the gates were not told of (without FastAPI's count of changes, a
+        gate could not tell: it never applies)."""
+        if _included_router_of is None or not _VERSIONED:
+            return False
+        included = _included_router_of(scope)
+        if (
+            included is None
+            or getattr(included, "original_router", None) is not self
+            or included.include_context.prefix != self._prefix
+        ):
+            return False
+        if self._sealed_version is not None and (
+            super()._get_routes_version() != self._sealed_version
+        ):
+            self._open()  # a router inside changed: its routes may be anywhere now
+            return False
+        return True
+
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         beginnings = self._beginnings
-        if beginnings is not None and not _may_match(scope, beginnings):
+        if beginnings is not None and not _may_match(scope, beginnings) and self._gates(scope):
             return Match.NONE, {}
         if self._outer:
             found = self._match_inner(scope)
@@ -216,7 +304,12 @@ class _GatedRouter(APIRouter):
                 if not isinstance(candidate, _Inclusion):
                     return None
                 router = candidate.original_router
-                if isinstance(router, _GatedRouter):
+                if (
+                    isinstance(router, _GatedRouter)
+                    and router._beginnings is not None
+                    and candidate.include_context.prefix == router._prefix
+                    and router._sealed_version is None
+                ):
                     listed.append(((candidate, router._beginnings), router._segments))
                 else:
                     listed.append(((candidate, None), None))
@@ -234,7 +327,7 @@ class _GatedRouter(APIRouter):
     def _match_inner(self, scope: Scope) -> tuple[Match, Scope] | None:
         """FastAPI's matching of the routers inside (the first full match, else the
         first partial one), trying only those whose gate lets the path through, and
-        remembering which one matched for :meth:`handle`. None when FastAPI's inclusion
+        remembering which one matched fully for :meth:`handle`. None when FastAPI's inclusion
         is not what this expects (then FastAPI matches)."""
         if _included_router_of is None:
             return None
@@ -245,7 +338,7 @@ class _GatedRouter(APIRouter):
         candidates = self._candidates(included.effective_candidates(), paths)
         if candidates is None:
             return None
-        partial = None
+        partial = False
         for candidate, beginnings in candidates:
             if beginnings is not None:
                 for path in paths:
@@ -257,10 +350,11 @@ class _GatedRouter(APIRouter):
             if match is Match.FULL:
                 scope[_CHOSEN_KEY] = (included, scope.get("path"), candidate)
                 return Match.FULL, {}
-            if match is Match.PARTIAL and partial is None:
-                partial = candidate
-        if partial is not None:
-            scope[_CHOSEN_KEY] = (included, scope.get("path"), partial)
+            if match is Match.PARTIAL:
+                partial = True
+        if partial:
+            # not remembered: a route after this one may still match fully (then the
+            # choice would stay in its scope); a 405 is rare enough to match again
             return Match.PARTIAL, {}
         return Match.NONE, {}
 
@@ -315,7 +409,8 @@ def gated(router: APIRouter, prefix: str = "") -> APIRouter:
 
     When ``router``'s routes can be moved (see :func:`_movable`), the gate holds them
     itself; otherwise it includes ``router``. (Each level of inclusion costs FastAPI a
-    match per request.)"""
+    match per request.) Moved routes are those of the moment: declare routes on
+    ``router`` before gating it, or add later ones to the result (which serves them)."""
     beginnings = _route_beginnings(router, prefix)
     if beginnings is None:
         return router
@@ -326,6 +421,8 @@ def gated(router: APIRouter, prefix: str = "") -> APIRouter:
         gate.include_router(router)
     gate._beginnings = beginnings
     gate._segments = _route_segments(router, prefix)
+    gate._prefix = prefix
+    gate._seal()
     return gate
 
 
@@ -351,5 +448,7 @@ def gated_routers(routers: Iterable[APIRouter], prefix: str = "") -> APIRouter:
     if found is not None:
         outer._beginnings = _beginnings(found)
         outer._segments = None if segments is None else frozenset(segments)
+    outer._prefix = prefix
     outer._outer = _LAZY
+    outer._seal()
     return outer

@@ -440,3 +440,178 @@ def test_get_me_answers_what_fastapi_writes_for_its_response_model():
     assert mine[0] == 200
     assert ("cache-control", "no-store") in mine[1]
     assert json.loads(mine[2])["metadata"] == {"team": ["ä", 1, 2.5, None, True]}
+
+
+# --- review R2: the gates follow the inclusion they are asked for ------------------------------
+
+
+def _thing_app(include: Callable[[Any], None]) -> Callable[[str, str], Answer]:
+    app = fastapi.FastAPI()
+    include(app)
+    return lambda method, path: _call(app, method, path)
+
+
+def test_a_gate_included_under_another_prefix_than_it_was_built_for_still_routes():
+    """The gates compare the path with the prefix of the inclusion FastAPI asks them
+    for, not only with the ``prefix`` argument: nested in a router with a prefix, or
+    included with another prefix, they route as the plain router would (no 404)."""
+
+    def nested(app: Any) -> None:
+        api = fastapi.APIRouter(prefix="/v2")
+        api.include_router(routing.gated_routers([_router()]))
+        app.include_router(api)
+
+    def nested_with_prefix(app: Any) -> None:
+        api = fastapi.APIRouter()
+        api.include_router(routing.gated_routers([_router()], "/v3"), prefix="/v3/x")
+        app.include_router(api)
+
+    cases = [
+        (nested, "/v2/things/1"),
+        (nested_with_prefix, "/v3/x/things/1"),
+        (lambda app: app.include_router(routing.gated(_router()), prefix="/v4"), "/v4/things/1"),
+        (
+            lambda app: app.include_router(routing.gated_routers([_router()], "/a"), prefix="/b"),
+            "/b/things/1",
+        ),
+    ]
+    for include, path in cases:
+        answer = _thing_app(include)("GET", path)
+        assert answer[0] == 200, path
+        assert answer[2] == {"router": "thing"}, path
+
+
+def test_routes_added_to_the_gates_after_mount_anywhere_are_served():
+    """A route added after the gates were built, at a path none of their routes had,
+    is served as by a plain inclusion (the gates' paths are not a stale snapshot)."""
+    for prefix in PREFIXES:
+        app = _gated_app(prefix)
+        (outer_inclusion,) = [
+            route for route in app.router.routes if hasattr(route, "original_router")
+        ]
+        outer = outer_inclusion.original_router
+        inner = outer.routes[2].original_router  # /users
+        assert _call(app, "GET", f"{prefix}/late")[0] == 404  # asked once before
+        outer.add_api_route("/late", lambda: {"late": "outer"}, methods=["GET"])
+        inner.add_api_route("/elsewhere/{x}", lambda: {"late": "inner"}, methods=["GET"])
+        assert _call(app, "GET", f"{prefix}/late")[2] == {"late": "outer"}, prefix
+        assert _call(app, "GET", f"{prefix}/elsewhere/1")[2] == {"late": "inner"}, prefix
+        assert _call(app, "GET", f"{prefix}/users/me")[0] == 401
+        assert _call(app, "GET", "/hello")[2] == {"hello": "world"}
+
+
+def test_a_route_added_to_a_router_a_gate_includes_is_served():
+    """A router the gate includes (its settings are its own) gets a route later at a
+    new path: served, as when the router is included plainly."""
+    router = fastapi.APIRouter(on_startup=[lambda: None])
+    router.add_api_route("/things/{thing_id}", lambda: {"router": "thing"}, methods=["GET"])
+    call = _serve(routing.gated_routers([router]))
+    assert call("GET", "/things/1")[2] == {"router": "thing"}
+    router.add_api_route("/other/{x}", lambda: {"router": "other"}, methods=["GET"])
+    assert call("GET", "/other/1")[2] == {"router": "other"}
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["lookup takes another argument", "lookup renamed", "inclusion without candidates"],
+)
+def test_fastapi_internals_of_another_shape_are_not_used(monkeypatch, change):
+    """FastAPI's private names missing, or present with another shape: the gates do not
+    use them and routing is FastAPI's own. (The gates' module is reloaded against a copy
+    of ``fastapi.routing`` so changed; FastAPI itself keeps its real module.)"""
+    import importlib
+    import sys
+    import types
+
+    import fastapi.routing as real
+
+    changed = types.ModuleType("fastapi.routing")
+    changed.__dict__.update(real.__dict__)
+    if change == "lookup takes another argument":
+
+        def reshaped(scope: Any, router: Any) -> Any:
+            raise AssertionError("called with the old signature")
+
+        changed._get_scope_included_router = reshaped  # type: ignore[attr-defined]
+    elif change == "lookup renamed":
+        del changed._get_scope_included_router
+    else:
+
+        class Inclusion:  # another shape: no effective_candidates
+            original_router: Any = None
+
+        changed._IncludedRouter = Inclusion  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fastapi.routing", changed)
+    monkeypatch.setattr(fastapi, "routing", changed)
+    try:
+        reloaded = importlib.reload(routing)
+        app = fastapi.FastAPI()
+        usermgmt_fastapi.install(app, _um())
+        outer = reloaded.gated_routers(usermgmt_fastapi.all_routers(), "/api")
+        app.include_router(outer, prefix="/api")
+        _app_routes(app)
+        assert _call(app, "GET", "/api/users/me")[3][0] == "get_me"
+        assert _call(app, "GET", "/api/health")[0] == 200
+        assert _call(app, "PUT", "/api/health")[0] == 405
+        assert _call(app, "GET", "/api/nothing")[0] == 404
+        assert _call(app, "GET", "/hello")[2] == {"hello": "world"}
+        assert not reloaded._LAZY
+    finally:
+        monkeypatch.undo()
+        importlib.reload(routing)
+    assert routing._LAZY
+
+
+def test_a_partial_match_of_the_gates_leaves_nothing_in_the_scope_of_another_route():
+    """usermgmt's GET /health half matches POST /health, which the application's route
+    serves: the scope that route sees holds nothing of the gates' matching."""
+    seen: dict[str, Any] = {}
+    app = fastapi.FastAPI()
+    usermgmt_fastapi.mount(app, _um())
+
+    @app.post("/health")
+    def post_health(request: fastapi.Request) -> dict[str, str]:
+        seen.update(request.scope)
+        return {"app": "post health"}
+
+    status, _, body, scope = _exchange(app, "POST", "/health")
+    assert (status, json.loads(body)) == (200, {"app": "post health"})
+    assert seen["route"].name == "post_health"
+    assert not [key for key in scope if key.startswith("usermgmt")]
+    # the partial match is still answered by usermgmt's route when nothing else matches
+    assert _call(app, "PUT", "/health")[0] == 405
+
+
+def test_within_one_gate_a_full_match_after_a_partial_one_wins():
+    """Two routers behind one gate, the first only half matching (another method): the
+    second one, which matches fully, serves the request, as FastAPI would choose."""
+    second_router = fastapi.APIRouter()
+
+    @second_router.post("/things/{thing_id}", name="second")
+    def second() -> dict[str, str]:
+        return {"router": "second"}
+
+    app = fastapi.FastAPI()
+    app.include_router(routing.gated_routers([_router(name="first"), second_router]))
+
+    @app.post("/things/{thing_id}")  # after the gate: the gate's full match comes first
+    def of_the_app() -> dict[str, str]:
+        return {"router": "app"}
+
+    assert _call(app, "GET", "/things/1")[2] == {"router": "first"}
+    assert _call(app, "POST", "/things/1")[2] == {"router": "second"}
+    status, headers, _, _ = _call(app, "PUT", "/things/1")
+    assert (status, dict(headers)["allow"]) == (405, "GET")
+
+
+def test_one_gated_group_in_two_applications_under_different_prefixes():
+    shared = routing.gated_routers([_router()], "/a")
+    calls = {
+        prefix: _thing_app(lambda app, p=prefix: app.include_router(shared, prefix=p))
+        for prefix in ("/a", "/b")
+    }
+    for _ in range(2):  # alternately: nothing remembered from the other application
+        for prefix, call in calls.items():
+            assert call("GET", f"{prefix}/things/1")[2] == {"router": "thing"}, prefix
+            assert call("PUT", f"{prefix}/things/1")[0] == 405, prefix
+            assert call("GET", f"{prefix}/nothing")[0] == 404, prefix
