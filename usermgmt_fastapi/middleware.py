@@ -166,6 +166,8 @@ class _Exchange:
             self.status = int(message["status"])
             self.started = True
             headers = message.get("headers") or ()
+            if type(headers) is not list and type(headers) is not tuple:
+                headers = list(headers)  # any iterable (ASGI): it is read twice below
             for item in headers:
                 if item[0].lower() in _OURS:
                     raw = self._merged(headers)

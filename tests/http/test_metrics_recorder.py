@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,6 +65,81 @@ def test_recorded_samples_equal_the_public_apis() -> None:
     assert ours[count] == len(DURATIONS)
 
 
+def test_a_nan_duration_is_recorded_as_the_public_api_does() -> None:
+    """Histogram.observe(nan) adds to the sum but to no bucket (nan <= bound is false)."""
+    import math
+
+    import prometheus_client
+
+    observer = PrometheusObserver()
+    observer.observe_http("GET", "/x", 200, 0.02)
+    observer.observe_http("GET", "/x", 200, math.nan)
+    assert isinstance(observer._http_children[("GET", "/x", 200)], tuple)
+    reference = prometheus_client.Histogram(
+        "http_request_duration_seconds", "d", buckets=HTTP_BUCKETS,
+        registry=prometheus_client.CollectorRegistry(),
+    )  # fmt: skip
+    reference.observe(0.02)
+    reference.observe(math.nan)
+    expected = {s.labels.get("le"): s.value for s in reference.collect()[0].samples
+                if s.name.endswith(("_bucket", "_count"))}  # fmt: skip
+    ours = {
+        s.labels.get("le"): s.value
+        for family in observer.registry.collect()
+        if family.name == "http_request_duration_seconds"
+        for s in family.samples
+        if s.name.endswith(("_bucket", "_count")) and s.labels.get("route") == "/x"
+    }
+    assert ours == expected
+    assert expected[None] == 1  # the count: the nan is in no bucket
+
+
+def test_without_the_expected_internals_the_public_methods_are_called() -> None:
+    """A prometheus-client keeping a histogram child's bucket values under another name
+    (as a later version might): the recorder falls back to observe() and inc()."""
+    import prometheus_client
+
+    class Renamed(prometheus_client.Histogram):
+        def _metric_init(self) -> None:
+            super()._metric_init()
+            self._values = self.__dict__.pop("_buckets")
+
+        def _with_buckets(self, call: Any) -> Any:
+            self._buckets = self._values
+            try:
+                return call()
+            finally:
+                del self._buckets
+
+        def observe(self, amount: float, exemplar: Any = None) -> None:
+            self._with_buckets(lambda: super(Renamed, self).observe(amount))
+
+        def _child_samples(self) -> Any:
+            return self._with_buckets(lambda: super(Renamed, self)._child_samples())
+
+    observer = PrometheusObserver()
+    labels = ("method", "route", "status")
+    observer.registry.unregister(observer.http_duration)
+    observer.http_duration = Renamed(
+        "http_request_duration_seconds", "d", labels, buckets=HTTP_BUCKETS,
+        registry=observer.registry,
+    )  # fmt: skip
+    for seconds in DURATIONS:
+        observer.observe_http("GET", "/r", 200, seconds)
+    assert not isinstance(observer._http_children[("GET", "/r", 200)], tuple)
+
+    reference = prometheus_client.CollectorRegistry()
+    duration = prometheus_client.Histogram(
+        "http_request_duration_seconds", "d", labels, buckets=HTTP_BUCKETS, registry=reference
+    )
+    requests = prometheus_client.Counter("http_requests_total", "r", labels, registry=reference)
+    for seconds in DURATIONS:
+        duration.labels("GET", "/r", "200").observe(seconds)
+        requests.labels("GET", "/r", "200").inc()
+    ours = {key: value for key, value in _samples(observer.registry).items() if "http_" in key[0]}
+    assert ours == _samples(reference)
+
+
 _MULTIPROCESS = """
 import json, sys
 from prometheus_client import CollectorRegistry, multiprocess
@@ -72,6 +148,7 @@ observer = PrometheusObserver()
 assert observer.multiprocess
 for seconds in json.loads(sys.argv[1]):
     observer.observe_http("GET", "/hello", 200, seconds)
+assert isinstance(observer._http_children[("GET", "/hello", 200)], tuple)  # values, in place
 registry = CollectorRegistry()
 multiprocess.MultiProcessCollector(registry)
 out = {}

@@ -304,3 +304,93 @@ def created_org_id(response):
     from uuid import UUID
 
     return UUID(response.json()["id"])
+
+
+# --- the ASGI wrapper, driven directly --------------------------------------------------------
+
+
+def _exchange(app, *, scheme="http", method="GET"):
+    """One request through UserMgmtMiddleware around the raw ASGI ``app``: the messages
+    it sends to the server."""
+    import asyncio
+
+    from usermgmt.app import UserManagement
+    from usermgmt.clock import FakeClock
+    from usermgmt.config import Settings
+    from usermgmt_fastapi.middleware import UserMgmtMiddleware
+
+    um = UserManagement.in_memory(Settings.for_tests(), clock=FakeClock())
+    middleware = UserMgmtMiddleware(app, um, metrics=False)
+    scope = {"type": "http", "method": method, "path": "/raw", "scheme": scheme,
+             "headers": [(b"x-request-id", b"given-1")], "client": ("10.0.0.1", 1234),
+             "query_string": b"", "http_version": "1.1"}  # fmt: skip
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(middleware(scope, receive, send))
+    return sent
+
+
+def _headers(message):
+    return [(bytes(name).lower(), bytes(value)) for name, value in message["headers"]]
+
+
+@pytest.mark.parametrize("ours", [False, True])
+def test_headers_given_as_an_iterator_are_all_kept(ours):
+    """ASGI allows any iterable of headers: none of the application's may be lost."""
+    own = [(b"content-type", b"text/plain"), (b"content-length", b"2"), (b"x-app", b"1")]
+    if ours:
+        own.insert(1, (b"X-Request-ID", b"app-set"))
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": iter(own)})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    start = _exchange(app)[0]
+    headers = _headers(start)
+    names = [name for name, _ in headers]
+    for name in (b"content-type", b"content-length", b"x-app", b"x-content-type-options"):
+        assert names.count(name) == 1, name
+    assert dict(headers)[b"x-request-id"] == b"given-1"
+    assert names.count(b"x-request-id") == 1
+    assert b"ratelimit-limit" in names
+
+
+def test_every_path_of_the_wrapper_carries_our_headers_once():
+    async def streaming(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain")]})  # fmt: skip
+        for chunk in (b"a", b"b"):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def failing(scope, receive, send):
+        raise RuntimeError("boom")
+
+    async def own_hsts(scope, receive, send):
+        headers = [(b"Strict-Transport-Security", b"max-age=1"), (b"RateLimit-Limit", b"7")]
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    sent = _exchange(streaming, scheme="https")
+    assert [m["type"] for m in sent].count("http.response.start") == 1
+    names = [name for name, _ in _headers(sent[0])]
+    assert names.count(b"strict-transport-security") == 1  # https only
+    assert names.count(b"x-request-id") == names.count(b"ratelimit-limit") == 1
+
+    sent = _exchange(failing, method="HEAD")
+    assert sent[0]["status"] == 500
+    headers = dict(_headers(sent[0]))
+    assert headers[b"x-request-id"] == b"given-1"
+    assert headers[b"referrer-policy"] == b"no-referrer"
+    assert b"strict-transport-security" not in headers  # plain http
+
+    headers = _headers(_exchange(own_hsts, scheme="https")[0])
+    assert [v for n, v in headers if n == b"strict-transport-security"] == [b"max-age=1"]
+    assert [v for n, v in headers if n == b"ratelimit-limit"] == [b"7"]  # theirs wins
+    assert [n for n, _ in headers].count(b"ratelimit-remaining") == 1

@@ -230,7 +230,8 @@ class PrometheusObserver:
             # multiprocess mode.
             total, buckets, bounds, count = recorder
             total.inc(seconds)
-            buckets[bisect.bisect_left(bounds, seconds)].inc(1)
+            if seconds == seconds:  # a nan is in no bucket (observe: nan <= bound is false)
+                buckets[bisect.bisect_left(bounds, seconds)].inc(1)
             count.inc(1)
         else:
             recorder(seconds)
@@ -257,7 +258,7 @@ class PrometheusObserver:
         ):
             return total, buckets, bounds, count
 
-        def record(seconds: float) -> None:  # pragma: no cover - see above
+        def record(seconds: float) -> None:
             duration.observe(seconds)
             requests.inc()
 

@@ -43,8 +43,9 @@ class ProcessLocalReads(OneStatementReads, Protocol):
     cost no round trip, and a version number tells whether anything changed."""
 
     @property
-    def data_version(self) -> int:
-        """Changes with every commit or rollback that changed the data."""
+    def data_version(self) -> int | None:
+        """Changes with every commit or rollback that changed the data; None when the
+        calling thread has a transaction open (remembered answers do not hold there)."""
 
     def member_roles_at(
         self, organization_id: UUID, user_id: UUID

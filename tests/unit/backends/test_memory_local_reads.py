@@ -35,8 +35,10 @@ def test_the_data_version_changes_with_each_commit_or_rollback_that_changed_some
     assert factory.data_version == start
     with factory() as uow:
         uow.users.add(make_user())
-        assert factory.data_version == start  # not before the commit
+        assert factory.store.version == start  # not before the commit
+        assert factory.data_version is None  # this thread has a unit of work open
         uow.commit()
+        assert factory.data_version is None
     committed = factory.data_version
     assert committed != start
     with factory() as uow:
@@ -79,6 +81,22 @@ def test_an_answer_seen_inside_an_open_unit_of_work_has_no_version() -> None:
         assert found == (True, [])
     # rolled back
     assert factory.member_roles_at(org.id, user.id) == (factory.data_version, None)
+
+
+def test_the_data_version_is_none_only_in_the_thread_with_a_unit_of_work_open() -> None:
+    factory = MemoryUnitOfWorkFactory()
+    other: list[int | None] = []
+    with factory() as uow:
+        with factory() as inner:  # nested in the same thread (a sync inline job)
+            inner.users.add(make_user())
+            inner.commit()
+        assert factory.data_version is None  # the outer one is still open
+        thread = threading.Thread(target=lambda: other.append(factory.data_version))
+        thread.start()
+        thread.join(5)
+        uow.users.count()
+    assert other == [factory.store.version]
+    assert factory.data_version == factory.store.version
 
 
 def test_live_session_user_sees_revocation_and_copies_the_user() -> None:

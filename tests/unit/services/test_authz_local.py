@@ -184,3 +184,61 @@ def test_a_shared_cache_is_still_used_with_the_memory_database(
     assert not um.authz.reads_locally
     assert um.authz.has_permission(owner.id, org.id, "member:invite")
     assert shared.reads == 1
+
+
+def test_a_remembered_answer_is_not_served_inside_an_open_unit_of_work(
+    um: UserManagement, owner: User, org: Organization, make_user: Any
+) -> None:
+    """Remembered before, then the thread's own unit of work removes the member: a check
+    in that unit of work sees the removal (as a read there does), not the old answer."""
+    user, _ = make_user()
+    um.invitations.create(owner.id, org.id, user.email, roles=["admin"])
+    um.invitations.accept(user.id, extract_token(um.outbox.last(to=user.email)))
+    assert um.authz.has_permission(user.id, org.id, "member:invite")  # remembered
+
+    class Rollback(Exception):
+        pass
+
+    seen: list[bool] = []
+
+    def body(uow: Any) -> None:
+        uow.memberships.delete(org.id, user.id)
+        assert uow.memberships.get(org.id, user.id) is None
+        seen.append(um.authz.has_permission(user.id, org.id, "member:invite"))
+        seen.append(um.authz.effective(user.id, org.id) is None)
+        raise Rollback
+
+    with pytest.raises(Rollback):
+        um.kernel.write(body)
+    assert seen == [False, True]
+    assert um.authz.has_permission(user.id, org.id, "member:invite")  # rolled back
+
+
+@pytest.mark.parametrize("outcome", ["commit", "rollback"])
+def test_another_threads_open_transaction_is_never_seen_its_commit_at_once(
+    um: UserManagement, owner: User, org: Organization, make_user: Any, outcome: str
+) -> None:
+    import threading
+
+    user, _ = make_user()
+    um.invitations.create(owner.id, org.id, user.email, roles=["admin"])
+    um.invitations.accept(user.id, extract_token(um.outbox.last(to=user.email)))
+    assert um.authz.has_permission(user.id, org.id, "member:invite")  # remembered
+    removed, finish = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with um.backends.uow() as uow:
+            uow.memberships.delete(org.id, user.id)
+            removed.set()
+            finish.wait(10)
+            if outcome == "commit":
+                uow.commit()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert removed.wait(10)
+    # uncommitted elsewhere: the committed answer (remembered, no wait for the lock)
+    assert um.authz.has_permission(user.id, org.id, "member:invite")
+    finish.set()
+    thread.join(10)
+    assert um.authz.has_permission(user.id, org.id, "member:invite") is (outcome == "rollback")

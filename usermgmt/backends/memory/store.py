@@ -172,15 +172,17 @@ class MemoryStore:
     ``version`` changes with every commit and every rollback that changed a table
     (whatever is read between two changes is the same), and ``open_units`` counts the
     units of work open (so a reader holding ``lock`` knows whether its own thread has
-    one open, whose writes may not be committed yet): both are read and written under
-    ``lock``, except that ``version`` may be read without it to tell whether an answer
-    computed from committed data is still current.
+    one open, whose writes may not be committed yet), ``writer`` the thread holding them
+    open (None when none is): all are written under ``lock`` and read under it, except
+    that ``version`` and ``writer`` may be read without it, to tell whether an answer
+    computed from committed data is still current for the calling thread.
     """
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.version = 0
         self.open_units = 0
+        self.writer: int | None = None
         self.users: dict[UUID, User] = {}
         self.user_email_index: dict[str, UUID] = {}
         self.organizations: dict[UUID, Organization] = {}

@@ -145,7 +145,7 @@ class MemoryUnitOfWork:
                 f"the memory store stayed locked for {self._lock_timeout} s: is another "
                 "thread holding a unit of work open while it waits for this one?"
             )
-        self._owner = threading.get_ident()
+        self._owner = self.store.writer = threading.get_ident()
         self.store.open_units += 1
         return self
 
@@ -160,6 +160,8 @@ class MemoryUnitOfWork:
         finally:
             self._owner = None
             self.store.open_units -= 1
+            if not self.store.open_units:
+                self.store.writer = None
             self.store.lock.release()
 
     def commit(self) -> None:
@@ -232,9 +234,14 @@ class MemoryUnitOfWorkFactory:
         return self.member_roles_at(organization_id, user_id)[1]
 
     @property
-    def data_version(self) -> int:
-        """Changes with every commit or rollback that changed the store."""
-        return self.store.version
+    def data_version(self) -> int | None:
+        """Changes with every commit or rollback that changed the store; None in a
+        thread holding a unit of work open (it sees its own writes, maybe never
+        committed: no answer remembered from committed data holds for it)."""
+        store = self.store
+        if store.writer is not None and store.writer == threading.get_ident():
+            return None
+        return store.version
 
     def member_roles_at(
         self, organization_id: UUID, user_id: UUID
