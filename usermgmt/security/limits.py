@@ -30,3 +30,24 @@ class BuiltinLimits:
     notice_per_email: Limit = Limit(5, 3600)
     #: invitation mails per invited address and organization, silent
     invite_per_email: Limit = Limit(10, 3600)
+
+
+# --- login lockout: the rule every AttemptCounter implements -------------------------------
+
+#: An unlocked lockout state idle this long is forgotten (its backoff level too).
+LOCKOUT_FORGET_AFTER_SECONDS = 24 * 3600.0
+
+
+def check_lockout_settings(
+    max_failures: int, lockout_seconds: float, max_lockout_seconds: float
+) -> None:
+    """Raise ValueError unless ``max_failures >= 1`` and
+    ``0 < lockout_seconds <= max_lockout_seconds``."""
+    if max_failures < 1 or lockout_seconds <= 0 or max_lockout_seconds < lockout_seconds:
+        raise ValueError("need max_failures >= 1 and 0 < lockout_seconds <= max_lockout_seconds")
+
+
+def lockout_duration(level: int, lockout_seconds: float, max_lockout_seconds: float) -> float:
+    """The length of the ``level``-th lock (1 = the first): ``lockout_seconds``, doubling
+    with each further lock, at most ``max_lockout_seconds``."""
+    return min(lockout_seconds * 2.0 ** min(level - 1, 64), max_lockout_seconds)

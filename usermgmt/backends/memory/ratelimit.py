@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 
 from usermgmt.clock import SystemClock
 from usermgmt.ports import AttemptDecision, Clock, RateLimitResult
+from usermgmt.security.limits import (
+    LOCKOUT_FORGET_AFTER_SECONDS,
+    check_lockout_settings,
+    lockout_duration,
+)
 
 __all__ = ["MemoryAttemptCounter", "MemoryRateLimiter"]
 
@@ -19,7 +24,7 @@ _set_allowed, _set_limit, _set_remaining, _set_reset_after = (
     RateLimitResult.__dict__[name].__set__
     for name in ("allowed", "limit", "remaining", "reset_after")
 )
-_FORGET_AFTER = 24 * 3600.0  # an unlocked attempt state idle this long is forgotten
+_FORGET_AFTER = LOCKOUT_FORGET_AFTER_SECONDS
 
 
 @dataclass(slots=True)
@@ -129,10 +134,7 @@ class MemoryAttemptCounter:
         lockout_seconds: float = 60.0,
         max_lockout_seconds: float = 3600.0,
     ) -> None:
-        if max_failures < 1 or lockout_seconds <= 0 or max_lockout_seconds < lockout_seconds:
-            raise ValueError(
-                "need max_failures >= 1 and 0 < lockout_seconds <= max_lockout_seconds"
-            )
+        check_lockout_settings(max_failures, lockout_seconds, max_lockout_seconds)
         self._clock: Clock = clock if clock is not None else SystemClock()
         self.max_failures = max_failures
         self.lockout_seconds = lockout_seconds
@@ -181,9 +183,7 @@ class MemoryAttemptCounter:
             if state.count < self.max_failures:
                 return None
             state.level += 1
-            duration = min(
-                self.lockout_seconds * 2.0 ** min(state.level - 1, 64), self.max_lockout_seconds
-            )
+            duration = lockout_duration(state.level, self.lockout_seconds, self.max_lockout_seconds)
             state.locked_until = now + duration
             state.count = 0
             return duration

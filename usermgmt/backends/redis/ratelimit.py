@@ -22,11 +22,12 @@ from typing import Any
 from usermgmt.backends.redis.client import RedisConnection
 from usermgmt.clock import SystemClock
 from usermgmt.ports import AttemptDecision, Clock, RateLimitResult
+from usermgmt.security.limits import LOCKOUT_FORGET_AFTER_SECONDS, check_lockout_settings
 
 __all__ = ["RedisAttemptCounter", "RedisRateLimiter"]
 
 #: An unlocked lockout state untouched this long is forgotten (as in memory).
-FORGET_AFTER_SECONDS = 24 * 3600.0
+FORGET_AFTER_SECONDS = LOCKOUT_FORGET_AFTER_SECONDS
 
 # --- moving-window log ------------------------------------------------------------------------
 # KEYS[1] the log; ARGV: now, limit, window (s), cost, ttl (ms).
@@ -207,10 +208,7 @@ class RedisAttemptCounter:
         lockout_seconds: float = 60.0,
         max_lockout_seconds: float = 3600.0,
     ) -> None:
-        if max_failures < 1 or lockout_seconds <= 0 or max_lockout_seconds < lockout_seconds:
-            raise ValueError(
-                "need max_failures >= 1 and 0 < lockout_seconds <= max_lockout_seconds"
-            )
+        check_lockout_settings(max_failures, lockout_seconds, max_lockout_seconds)
         self._redis = connection
         self._clock: Clock = clock if clock is not None else SystemClock()
         self.max_failures = max_failures

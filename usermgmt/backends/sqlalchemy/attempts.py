@@ -79,6 +79,11 @@ from usermgmt.backends.sqlalchemy.models import LockoutCounterRow, table_of
 from usermgmt.clock import SystemClock
 from usermgmt.errors import BackendUnavailable, UserMgmtError
 from usermgmt.ports import AttemptDecision, Clock
+from usermgmt.security.limits import (
+    LOCKOUT_FORGET_AFTER_SECONDS,
+    check_lockout_settings,
+    lockout_duration,
+)
 
 __all__ = ["FORGET_AFTER_SECONDS", "LOCKOUT_COUNTERS", "SqlAttemptCounter", "counter_key"]
 
@@ -87,7 +92,7 @@ logger = logging.getLogger("usermgmt.sql")
 T = TypeVar("T")
 
 #: An unlocked lockout state untouched this long is forgotten (as in memory and Redis).
-FORGET_AFTER_SECONDS = 24 * 3600.0
+FORGET_AFTER_SECONDS = LOCKOUT_FORGET_AFTER_SECONDS
 
 #: The table of migration 0003.
 LOCKOUT_COUNTERS = table_of(LockoutCounterRow)
@@ -142,10 +147,7 @@ class SqlAttemptCounter:
         lockout_seconds: float = 60.0,
         max_lockout_seconds: float = 3600.0,
     ) -> None:
-        if max_failures < 1 or lockout_seconds <= 0 or max_lockout_seconds < lockout_seconds:
-            raise ValueError(
-                "need max_failures >= 1 and 0 < lockout_seconds <= max_lockout_seconds"
-            )
+        check_lockout_settings(max_failures, lockout_seconds, max_lockout_seconds)
         dialect = engine.dialect.name
         if dialect not in ("postgresql", "sqlite"):
             raise ValueError(f"unsupported database: {dialect}")
@@ -163,7 +165,7 @@ class SqlAttemptCounter:
 
     def duration(self, level: int) -> float:
         """The length of the ``level``-th lock (1 = the first), as the other counters."""
-        return min(self.lockout_seconds * 2.0 ** min(level - 1, 64), self.max_lockout_seconds)
+        return lockout_duration(level, self.lockout_seconds, self.max_lockout_seconds)
 
     def _build_statements(self) -> None:
         insert = _upsert(self._dialect)
