@@ -57,7 +57,7 @@ from usermgmt.observability.context import set_user_id
 from usermgmt.permissions import validate_permission_name
 from usermgmt.services.base import parse_uuid
 from usermgmt_fastapi.errors import request_id_of
-from usermgmt_fastapi.middleware import STATE_KEY, request_id_from
+from usermgmt_fastapi.middleware import STATE_KEY, installed_um, request_id_from
 from usermgmt_fastapi.threads import run_check
 
 __all__ = [
@@ -88,12 +88,8 @@ _bearer = HTTPBearer(auto_error=False, scheme_name="bearer", description=_BEARER
 
 
 def _um_of(request: Request) -> UserManagement:
-    state = getattr(request.scope.get("app"), "state", None)
-    # Starlette's State keeps its attributes in the dict ``_state``: reading it there
-    # skips State.__getattr__ (this runs for every authenticated request).
-    values = getattr(state, "_state", None)
-    um = values.get(STATE_KEY) if type(values) is dict else getattr(state, STATE_KEY, None)
-    if not isinstance(um, UserManagement):
+    um = installed_um(request.scope)
+    if um is None:
         raise ConfigurationError("call usermgmt_fastapi.mount(app, um) before serving requests")
     return um
 

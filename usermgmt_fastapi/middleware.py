@@ -56,6 +56,7 @@ __all__ = [
     "REQUEST_ID_HEADER",
     "STATE_KEY",
     "UserMgmtMiddleware",
+    "installed_um",
     "route_template",
 ]
 
@@ -64,6 +65,17 @@ access_logger = logging.getLogger("usermgmt.access")
 
 #: Where :func:`usermgmt_fastapi.install` keeps the UserManagement: ``app.state.usermgmt``.
 STATE_KEY: Final = "usermgmt"
+
+
+def installed_um(scope: Scope) -> UserManagement | None:
+    """The UserManagement kept in ``app.state`` (``STATE_KEY``) of the request's
+    application, if any."""
+    state = getattr(scope.get("app"), "state", None)
+    # Starlette's State keeps a dict: a plain look-up there (getattr would first raise
+    # and catch an AttributeError inside; this runs for every request).
+    values = getattr(state, "_state", None)
+    um = values.get(STATE_KEY) if type(values) is dict else getattr(state, STATE_KEY, None)
+    return um if isinstance(um, UserManagement) else None
 
 
 def request_id_from(headers: Headers) -> str:
@@ -227,12 +239,8 @@ class UserMgmtMiddleware:
         self._patterns: list[tuple[str, re.Pattern[str]]] | None = None
 
     def _um(self, scope: Scope) -> UserManagement:
-        state = getattr(scope.get("app"), "state", None)
-        # Starlette's State keeps a dict: a plain look-up there (getattr would first
-        # raise and catch an AttributeError inside).
-        values = getattr(state, "_state", None)
-        um = values.get(STATE_KEY) if type(values) is dict else getattr(state, STATE_KEY, None)
-        return um if isinstance(um, UserManagement) else self.um
+        um = installed_um(scope)
+        return um if um is not None else self.um
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
