@@ -250,20 +250,39 @@ class Access(EffectivePermissions):
         if effective.user_id is not user.id and effective.user_id != user.id:
             raise ValueError("the effective permissions are not this user's")
         # What the frozen dataclass's __init__ does, minus one object.__setattr__ per
-        # field: this runs for every request a permission check lets through.
-        access = object.__new__(cls)
-        set_organization, set_user_id, set_permissions, set_roles, set_user = _ACCESS_SLOTS
-        set_organization(access, effective.organization_id)
-        set_user_id(access, effective.user_id)
-        set_permissions(access, effective.permissions)
-        set_roles(access, effective.roles)
-        set_user(access, user)
-        return access
+        # field: this runs for every request a permission check lets through. The fields
+        # are set on an instance of a twin class (the same slots, the default
+        # __setattr__: each a plain attribute store), which then becomes an Access.
+        if cls is not Access:  # a subclass may have fields of its own
+            return cls(
+                organization_id=effective.organization_id,
+                user_id=effective.user_id,
+                permissions=effective.permissions,
+                roles=effective.roles,
+                user=user,
+            )
+        access: Any = object.__new__(_AccessFields)
+        access.organization_id = effective.organization_id
+        access.user_id = effective.user_id
+        access.permissions = effective.permissions
+        access.roles = effective.roles
+        access.user = user
+        access.__class__ = cls
+        result: Access = access
+        return result
+
+
+class _AccessFields(EffectivePermissions):
+    """Access's twin for :meth:`Access.of`: the same slots, not frozen."""
+
+    __slots__ = ("user",)
+    # both: they share one type slot, which is then CPython's plain attribute store
+    __setattr__ = object.__setattr__
+    __delattr__ = object.__delattr__
 
 
 #: Access's fields in order (tests/unit checks it against dataclasses.fields).
 _ACCESS_FIELDS: Final = ("organization_id", "user_id", "permissions", "roles", "user")
-_ACCESS_SLOTS: Final = tuple(getattr(Access, name).__set__ for name in _ACCESS_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)

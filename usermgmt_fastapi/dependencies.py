@@ -193,13 +193,37 @@ def _authorization(request: Request) -> str | None:
     return None
 
 
+#: The bearer tokens of the ``Authorization`` headers seen recently: the same token
+#: object for the same header, whose hash (for the verified-token cache) is then computed
+#: once, not at every request. Only headers whose token was accepted are kept, and only
+#: in the plain form ``Bearer <token>`` (:func:`_keep_token`): a client sending
+#: arbitrary headers (garbage tokens, padding) makes nothing stay in memory.
+_tokens: dict[str, str] = {}
+
+
 def _token_of_header(authorization: str | None) -> str:
     """The bearer token of an ``Authorization`` header (the same parsing as FastAPI's
     HTTPBearer). Raises AuthenticationError when there is none."""
-    token = bearer_token_from(authorization)
-    if token is None:
+    if authorization is None:
         raise AuthenticationError("Authentication required: send a bearer access token.")
+    token = _tokens.get(authorization)
+    if token is None:
+        token = bearer_token_from(authorization)
+        if token is None:
+            raise AuthenticationError("Authentication required: send a bearer access token.")
     return token
+
+
+def _keep_token(authorization: str | None, token: str) -> None:
+    """Remember the token of ``authorization`` once it was accepted (see ``_tokens``)."""
+    if (
+        authorization is not None
+        and len(authorization) == len(token) + 7  # "Bearer " and the token, nothing else
+        and authorization not in _tokens
+    ):
+        if len(_tokens) >= _CACHE_LIMIT:
+            _tokens.clear()
+        _tokens[authorization] = token
 
 
 def _remembered(request: Request, authorization: str | None) -> User | None:
@@ -272,6 +296,7 @@ class CurrentUserDependency(_BearerScheme):
             else:
                 user = await run_check(um.settings.http_check_threads, _authenticate, um, token)
             _remember(request, authorization, user)
+            _keep_token(authorization, token)
         return user
 
     def __repr__(self) -> str:
@@ -333,6 +358,7 @@ class PermissionDependency(_BearerScheme):
             access = await run_check(um.settings.http_check_threads, _authorize, *arguments)
         if known is None:
             _remember(request, authorization, access.user)
+            _keep_token(authorization, token)
         return access
 
     def __repr__(self) -> str:

@@ -175,3 +175,34 @@ def test_one_require_permission_dependency_gives_the_caller_and_the_permissions(
     operation = app.openapi()["paths"]["/orgs/{org_id}/projects"]["get"]
     assert [p["name"] for p in operation["parameters"]] == ["org_id"]
     assert operation["security"] == [{"bearer": []}]
+
+
+def test_rejected_authorization_headers_are_not_kept_in_memory(own_app):
+    """The dependencies remember the token of an ``Authorization`` header only once it
+    was accepted, and only in its plain form: a client sending garbage or padded
+    headers (each up to the server's header limit) makes nothing stay in the process,
+    while the caller's own header still works, padded or not."""
+    from usermgmt_fastapi import dependencies
+
+    api, _app, client = own_app
+    owner = api.account()
+    org_id = api.org(owner)
+    dependencies._tokens.clear()
+    garbage = [f"Bearer {n:04d}{'x' * 6000}" for n in range(20)]
+    for header in garbage:
+        answer = client.get("/me/email", headers={"Authorization": header})
+        assert answer.status_code == 401
+        answer = client.get(f"/orgs/{org_id}/projects", headers={"Authorization": header})
+        assert answer.status_code == 401
+    padded = f"Bearer {owner.token}{' ' * 6000}"
+    assert client.get("/me/email", headers={"Authorization": padded}).json() == {
+        "email": owner.email
+    }
+    projects = client.get(f"/orgs/{org_id}/projects", headers={"Authorization": padded})
+    assert projects.json()["holds"]
+    assert not any(header in dependencies._tokens for header in [*garbage, padded])
+    plain = f"Bearer {owner.token}"
+    assert client.get("/me/email", headers={"Authorization": plain}).status_code == 200
+    assert dependencies._tokens == {plain: owner.token}  # the accepted one is remembered
+    assert client.get(f"/orgs/{org_id}/projects", headers=_bearer(owner.token)).json()["holds"]
+    assert client.get("/me/email", headers={"Authorization": plain}).status_code == 200

@@ -615,3 +615,41 @@ def test_one_gated_group_in_two_applications_under_different_prefixes():
             assert call("GET", f"{prefix}/things/1")[2] == {"router": "thing"}, prefix
             assert call("PUT", f"{prefix}/things/1")[0] == 405, prefix
             assert call("GET", f"{prefix}/nothing")[0] == 404, prefix
+
+
+def test_the_inclusion_of_mounts_gate_answers_an_application_path_itself():
+    """Once the gate has said "no" for a path of the application, FastAPI's inclusion of
+    it answers such paths by itself (no call into FastAPI's matching); routing is
+    unchanged, usermgmt's paths still go through the gates, and a route added to the
+    gate afterwards (it opens) is served."""
+    for prefix in PREFIXES:
+        app = _gated_app(prefix)
+        (inclusion,) = [route for route in app.router.routes if hasattr(route, "original_router")]
+        assert _call(app, "GET", "/hello")[2] == {"hello": "world"}
+        assert type(inclusion) is routing._GatedInclusion
+        outer = inclusion.original_router
+        assert outer._fast == (prefix, outer._segments, outer._beginnings)
+        assert outer._segments is not None
+        plain = _plain_app(prefix)
+        requests = [
+            ("GET", "/hello", ""),
+            ("GET", "/healthy", ""),  # begins like /health
+            ("GET", "/users/x/avatar", ""),  # below a usermgmt path
+            ("GET", f"{prefix}/users/me", ""),
+            ("PUT", f"{prefix}/users/me", ""),
+            ("GET", f"{prefix}/nothing", ""),
+            ("GET", "", ""),
+            ("GET", "/root/hello", "/root"),
+            ("GET", f"/root{prefix}/users/me", "/root"),
+        ]
+        for _ in range(2):
+            for method, path, root_path in requests:
+                answer = _call(app, method, path, root_path=root_path)
+                assert answer == _call(plain, method, path, root_path=root_path), path
+        assert _call(app, "GET", "/healthy")[2] == {"app": "healthy"}
+        assert type(inclusion) is routing._GatedInclusion
+        outer.add_api_route("/hello", lambda: {"hello": "gate"}, methods=["GET"])
+        assert outer._fast is None
+        expected = {"hello": "gate"} if prefix == "" else {"hello": "world"}
+        assert _call(app, "GET", "/hello")[2] == expected, prefix
+        assert _call(app, "GET", f"{prefix}/hello")[2] == {"hello": "gate"}, prefix

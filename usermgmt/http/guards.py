@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "HSTS",
     "REQUEST_ID_HEADER",
+    "REQUEST_ID_PATTERN",
     "SECURITY_HEADERS",
     "RateVerdict",
     "bearer_token_from",
@@ -52,7 +53,9 @@ SECURITY_HEADERS: Final[Mapping[str, str]] = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._~:+/=-]{1,128}$")
+#: What a sane ``X-Request-ID`` is (one the adapters echo).
+REQUEST_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9._~:+/=-]{1,128}$")
+_REQUEST_ID = REQUEST_ID_PATTERN
 
 
 def request_id_from(given: str | None) -> str:

@@ -5,11 +5,15 @@ once the bearer token is verified, :func:`unbind_request` when it ends);
 :mod:`usermgmt.observability.logging` puts them on every record. Applications with their
 own framework integration call the same three functions.
 
-``request_id_var`` and ``user_id_var`` are plain :class:`contextvars.ContextVar`. A
-request also carries one mutable :class:`RequestLogContext`, because a value set in
-one thread of the request (FastAPI runs sync dependencies in a thread pool, each in
-its own copy of the context) must be seen by the rest of it: the user resolved by a
-dependency names the caller in the access log written by the middleware.
+A bound request is one mutable :class:`RequestLogContext` in one context variable (one
+``set`` and one ``reset`` per request), because a value set in one thread of the
+request (FastAPI runs sync dependencies in a thread pool, each in its own copy of the
+context) must be seen by the rest of it: the user resolved by a dependency names the
+caller in the access log written by the middleware. ``request_id_var`` and
+``user_id_var`` are plain :class:`contextvars.ContextVar` holding the values *outside*
+a bound request (code without a request, e.g. a worker, may set them directly); inside
+one, the request's values win (read them with :func:`current_request_id` and
+:func:`current_user_id`).
 """
 
 from __future__ import annotations
@@ -30,9 +34,9 @@ __all__ = [
     "user_id_var",
 ]
 
-#: The id of the request being served (``X-Request-ID``), None outside a request.
+#: A request id for code running outside a bound request (None unless set directly).
 request_id_var: ContextVar[str | None] = ContextVar("usermgmt_request_id", default=None)
-#: The id of the authenticated caller, None before (or without) authentication.
+#: The caller's id outside a bound request (:func:`set_user_id` without a request).
 user_id_var: ContextVar[str | None] = ContextVar("usermgmt_user_id", default=None)
 
 
@@ -48,29 +52,23 @@ _request_var: ContextVar[RequestLogContext | None] = ContextVar(
     "usermgmt_request_log_context", default=None
 )
 
-_Tokens = tuple[Token[str | None], Token[str | None] | None, Token[RequestLogContext | None]]
+_new = object.__new__
 
 
-def bind_request(request_id: str | None) -> _Tokens:
+def bind_request(request_id: str | None) -> Token[RequestLogContext | None]:
     """Start a request: its id is set and the user id cleared. Returns what
     :func:`unbind_request` needs to restore the previous values."""
-    return (
-        request_id_var.set(request_id),
-        # cleared only when set (the usual context has none): one set and reset less
-        None if user_id_var.get() is None else user_id_var.set(None),
-        _request_var.set(RequestLogContext(request_id)),
-    )
+    # What RequestLogContext(request_id) makes, without the call of its __init__ (this
+    # runs for every request).
+    context: RequestLogContext = _new(RequestLogContext)
+    context.request_id = request_id
+    context.user_id = None
+    return _request_var.set(context)
 
 
-def unbind_request(tokens: _Tokens) -> None:
+def unbind_request(tokens: Token[RequestLogContext | None]) -> None:
     """End the request bound by :func:`bind_request` (in the same context)."""
-    rid, uid, shared = tokens
-    _request_var.reset(shared)
-    if uid is not None:
-        user_id_var.reset(uid)
-    elif user_id_var.get() is not None:  # set during the request: None again, as before
-        user_id_var.set(None)
-    request_id_var.reset(rid)
+    _request_var.reset(tokens)
 
 
 #: UUIDs as text, for the callers seen recently (str(UUID) is slow for every request).
@@ -93,25 +91,20 @@ def _text(user_id: object) -> str:
 def set_user_id(user_id: object | None) -> None:
     """The caller of the current request is ``user_id`` (a UUID or a string)."""
     value = None if user_id is None else _text(user_id)
-    user_id_var.set(value)
     shared = _request_var.get()
     if shared is not None:
         shared.user_id = value
+    else:  # no request bound: the context's own value
+        user_id_var.set(value)
 
 
 def current_request_id() -> str | None:
     """The request id of the current request, if any."""
-    value = request_id_var.get()
-    if value is None:
-        shared = _request_var.get()
-        value = shared.request_id if shared is not None else None
-    return value
+    shared = _request_var.get()
+    return request_id_var.get() if shared is None else shared.request_id
 
 
 def current_user_id() -> str | None:
     """The user id of the current request's caller, if known."""
-    value = user_id_var.get()
-    if value is None:
-        shared = _request_var.get()
-        value = shared.user_id if shared is not None else None
-    return value
+    shared = _request_var.get()
+    return user_id_var.get() if shared is None else shared.user_id

@@ -36,6 +36,12 @@ Where the numbers come from: the adapters' middleware (HTTP), SQLAlchemy engine 
 (``sessions.count_active(now)``) when Prometheus scrapes, so it is right whatever
 process created or revoked the sessions.
 
+HTTP requests are counted without a lock per request: each duration waits in a queue
+of its label set, added to the histogram and the counter in one batch when they are
+collected (a scrape, any way of collecting them) or every 1024 requests of one label
+set, so every reading shows every request finished before it. In multiprocess mode
+they are written at once (other workers' scrapes read the files).
+
 The instruments exist once per process (the first :class:`Metrics` creates them and
 installs them as the hooks' observer); ``um.metrics`` binds them to one
 UserManagement for the scrape-time gauge and the exposition.
@@ -69,6 +75,7 @@ import math
 import os
 import re
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
@@ -142,8 +149,14 @@ def _safe(value: str) -> str:
     return value if _LABEL_VALUE.fullmatch(value) else "other"
 
 
-#: What records one HTTP request of given labels (see PrometheusObserver._http_recorder).
-_HttpRecorder = tuple[Any, list[Any], tuple[float, ...], Any] | Callable[[float], None]
+#: What records one HTTP request of given labels (see PrometheusObserver._http_recorder):
+#: the children's values (sum, buckets, bucket bounds, counter) and the durations not yet
+#: added to them (None in multiprocess mode), or a function calling the public methods.
+_HttpValues = tuple[Any, list[Any], tuple[float, ...], Any, "deque[float] | None"]
+_HttpRecorder = _HttpValues | Callable[[float], None]
+#: Durations waiting for one child before they are added to its values (a scrape adds
+#: them all first).
+_PENDING_LIMIT: Final = 1024
 
 
 class PrometheusObserver:
@@ -208,6 +221,14 @@ class PrometheusObserver:
             prometheus.PlatformCollector(registry=reg)
             prometheus.GCCollector(registry=reg)
         self._http_children: dict[tuple[str, str, int], _HttpRecorder] = {}
+        #: One recorder per label set, never forgotten (its pending durations with it).
+        self._http_recorders: dict[tuple[str, str, str], _HttpRecorder] = {}
+        self._drain_lock = threading.Lock()
+        if not self.multiprocess:
+            # A scrape (any path: registry, restricted registry, the metric's own
+            # collect) first adds the durations still pending.
+            for metric in (self.http_duration, self.http_requests):
+                metric.collect = self._draining(metric.collect)
         self._db_children: dict[str, Any] = {}
         for result in LOGIN_RESULTS:  # every result shows from the start, at 0
             self.logins.labels(result)
@@ -217,32 +238,78 @@ class PrometheusObserver:
     def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
         # labels() is a lock, a validation and a dict look-up per call: the children of
         # each (method, route, status) are kept here (a bounded set: routes are templates).
-        key = (method, route, status)
-        recorder = self._http_children.get(key)
+        recorder = self._http_children.get((method, route, status))
         if recorder is None:
-            recorder = self._http_recorder(method, route, status)
-            if len(self._http_children) >= _MAX_CACHED_CHILDREN:
-                self._http_children.clear()
-            self._http_children[key] = recorder
-        if isinstance(recorder, tuple):
-            # What Histogram.observe and Counter.inc do, minus their checks (the children
-            # have their labels): the same values, the same locks, the same files in
-            # multiprocess mode.
-            total, buckets, bounds, count = recorder
+            recorder = self._http_child(method, route, status)
+        if type(recorder) is tuple:
+            pending = recorder[4]
+            if pending is not None:
+                # One process: the duration waits in the child's queue (an append is
+                # atomic: no lock per request) until a scrape or a full queue adds the
+                # batch to the values, with their locks, as observe() and inc() would.
+                pending.append(seconds)
+                if len(pending) >= _PENDING_LIMIT:
+                    self._drain(recorder)
+                return
+            # Multiprocess mode: straight into the values (the files other workers'
+            # scrapes read), what Histogram.observe and Counter.inc do minus their checks.
+            total, buckets, bounds, count, _ = recorder
             total.inc(seconds)
             if seconds == seconds:  # a nan is in no bucket (observe: nan <= bound is false)
                 buckets[bisect.bisect_left(bounds, seconds)].inc(1)
             count.inc(1)
         else:
-            recorder(seconds)
+            recorder(seconds)  # type: ignore[operator]
 
-    def _http_recorder(self, method: str, route: str, status: int) -> _HttpRecorder:
-        """How to record one request of these labels: the children's values (sum,
-        buckets, bucket bounds, counter) when prometheus-client has them as expected,
-        else a function calling the children's public methods."""
+    def _http_child(self, method: str, route: str, status: int) -> _HttpRecorder:
         labels = (_bounded(method.upper(), HTTP_METHODS, "OTHER"), route, str(status))
-        duration = self.http_duration.labels(*labels)
-        requests = self.http_requests.labels(*labels)
+        recorder = self._http_recorders.get(labels)
+        if recorder is None:
+            recorder = self._http_recorders.setdefault(labels, self._http_recorder(*labels))
+        if len(self._http_children) >= _MAX_CACHED_CHILDREN:
+            self._http_children.clear()
+        self._http_children[(method, route, status)] = recorder
+        return recorder
+
+    def _draining(self, collect: Callable[[], Any]) -> Callable[[], Any]:
+        def draining_collect() -> Any:
+            self.drain_http()
+            return collect()
+
+        return draining_collect
+
+    def drain_http(self) -> None:
+        """Add the HTTP durations still pending to the metrics' values (a scrape does)."""
+        for recorder in list(self._http_recorders.values()):
+            if type(recorder) is tuple and recorder[4]:
+                self._drain(recorder)
+
+    def _drain(self, recorder: _HttpValues) -> None:
+        total, buckets, bounds, count, pending = recorder
+        if pending is None:
+            return
+        with self._drain_lock:  # one batch at a time: the values' order is the queue's
+            batch = [pending.popleft() for _ in range(len(pending))]
+            if not batch:
+                return
+            counts = [0] * len(buckets)
+            bisect_left = bisect.bisect_left
+            for seconds in batch:
+                if seconds == seconds:  # a nan is in no bucket (nan <= bound is false)
+                    counts[bisect_left(bounds, seconds)] += 1
+            total.inc(sum(batch))
+            for bucket, hits in zip(buckets, counts, strict=True):
+                if hits:
+                    bucket.inc(hits)
+            count.inc(len(batch))
+
+    def _http_recorder(self, method: str, route: str, status: str) -> _HttpRecorder:
+        """How to record one request of these labels: the children's values (sum,
+        buckets, bucket bounds, counter) and a queue of pending durations (none in
+        multiprocess mode) when prometheus-client has them as expected, else a function
+        calling the children's public methods."""
+        duration = self.http_duration.labels(method, route, status)
+        requests = self.http_requests.labels(method, route, status)
         total = getattr(duration, "_sum", None)
         buckets: list[Any] = list(getattr(duration, "_buckets", ()))
         bounds: tuple[float, ...] = tuple(getattr(duration, "_upper_bounds", ()))
@@ -256,7 +323,7 @@ class PrometheusObserver:
             and list(bounds) == sorted(bounds)
             and all(callable(getattr(value, "inc", None)) for value in values)
         ):
-            return total, buckets, bounds, count
+            return total, buckets, bounds, count, None if self.multiprocess else deque()
 
         def record(seconds: float) -> None:
             duration.observe(seconds)

@@ -78,7 +78,14 @@ class AuthService:
         self._one = kernel.uow if isinstance(kernel.uow, OneStatementReads) else None
         # a database in this process: no round trip, but (several processes may share a
         # revocation store) not the only place a revocation may be known
-        self._local = isinstance(kernel.uow, ProcessLocalReads)
+        self._local = kernel.uow if isinstance(kernel.uow, ProcessLocalReads) else None
+        # with it: per verified token, the active user it was last found to belong to
+        # (a private copy) and the data version that answer holds for
+        self._users: dict[str, tuple[int, User]] = {}
+        # the same entry for every token of one user at one version, by the user id's
+        # number: one private copy per user, however many tokens (a user's metadata may
+        # be large, and one account may hold thousands of tokens)
+        self._user_entries: dict[int, tuple[int, User]] = {}
 
     # --- login ---------------------------------------------------------------------------
 
@@ -394,6 +401,7 @@ class AuthService:
             self._verified[token] = claims
         elif self._now() >= claims.expires_at + self._leeway:
             self._verified.pop(token, None)
+            self._users.pop(token, None)
             raise TokenExpired()
         return claims
 
@@ -427,12 +435,16 @@ class AuthService:
         replica answers both in one SELECT on the primary, which is as fresh as the
         revocation store (it is written after the database commits), so the store is
         not asked: one round trip per request. A database in this process (the memory
-        backend) is read after the revocation store, if there is one: both are asked.
+        backend) is read after the revocation store, if there is one: both are asked. Its
+        answer for the token is remembered while its data version stays the same (any
+        commit or rollback that changed something, a revocation or a change of the user
+        included, ends it; so does an open unit of work of the calling thread), and each
+        caller gets its own copy of the user.
         """
         k = self._k
         claims = self._signed_claims(token)
-        one = self._one
-        if self._local and one is not None:
+        local = self._local
+        if local is not None:
             store = k.revocations
             if store is not None:
                 try:
@@ -440,10 +452,26 @@ class AuthService:
                         raise TokenRevoked("This session has ended.")
                 except BackendUnavailable:
                     logger.warning("revocation store unavailable: checking the database")
-            live, found = one.live_session_user(claims.session_id, claims.user_id)
+            known = self._users.get(token)
+            if known is not None and known[0] == local.data_version:
+                return local.copy_of(known[1])
+            version, live, found = local.live_session_user_at(claims.session_id, claims.user_id)
             if not live:
                 raise TokenRevoked("This session has ended.")
-            return self._active(found)
+            active = self._active(found)
+            if version is not None:
+                entries = self._user_entries
+                entry = entries.get(active.id.int)
+                if entry is None or entry[0] != version:
+                    if len(entries) >= _VERIFIED_CACHE_SIZE:
+                        entries.clear()
+                    entry = entries[active.id.int] = (version, local.copy_of(active))
+                users = self._users
+                if len(users) >= _VERIFIED_CACHE_SIZE:
+                    users.clear()
+                users[token] = entry
+            return active
+        one = self._one
         if one is not None and not one.reads_from_replicas:
             live, found = one.live_session_user(claims.session_id, claims.user_id)
             if not live:

@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 from usermgmt.errors import BackendUnavailable, NotFound, PermissionDenied
-from usermgmt.models import EffectivePermissions, RequestContext, Role
+from usermgmt.models import EffectivePermissions, RequestContext, Role, User
 from usermgmt.permissions import SYSTEM_ROLES
 from usermgmt.ports import OneStatementReads, UnitOfWork
 from usermgmt.services.base import Kernel
@@ -53,6 +53,16 @@ class ProcessLocalReads(OneStatementReads, Protocol):
         """``member_roles`` and the :attr:`data_version` the answer holds for (None:
         it may include writes of this thread not committed yet; do not remember it)."""
 
+    def live_session_user_at(
+        self, session_id: UUID, user_id: UUID
+    ) -> tuple[int | None, bool, User | None]:
+        """``live_session_user`` with the :attr:`data_version` the answer holds for
+        (None as for :meth:`member_roles_at`)."""
+
+    def copy_of(self, user: User) -> User:
+        """A copy of a user this database returned that shares no mutable state with
+        it: a remembered answer is handed out as a fresh copy each time."""
+
 
 def _version_key(org_id: UUID) -> str:
     return f"um:{{o:{org_id.hex}}}:v"
@@ -77,7 +87,7 @@ class AuthorizationService:
         self._one = kernel.uow if isinstance(kernel.uow, OneStatementReads) else None
         # a database in this process: read it (no cache), answers remembered per version
         self._local = self._local_database()
-        self._answers: dict[tuple[UUID, UUID], tuple[int, str, EffectivePermissions | None]] = {}
+        self._answers: dict[tuple[int, int], tuple[int, str, EffectivePermissions | None]] = {}
 
     @property
     def reads_locally(self) -> bool:
@@ -135,7 +145,11 @@ class AuthorizationService:
         function building the request context: only a refusal, which is audited, calls
         it (adapters pass one, so the usual answer builds no context).
         """
-        eff = self.effective(user_id, organization_id)
+        local = self._local
+        if local is not None:
+            eff = self._local_effective(local, user_id, organization_id)
+        else:
+            eff = self.effective(user_id, organization_id)
         if eff is None:
             raise NotFound("organization")
         if permission not in eff.permissions:
@@ -230,10 +244,14 @@ class AuthorizationService:
         """The answer from the database in this process, remembered while its data
         version (and the permission catalogue) stays the same."""
         fingerprint = self._k.registry.fingerprint
-        key = (organization_id, user_id)
-        known = self._answers.get(key)
-        if known is not None and known[0] == local.data_version and known[1] == fingerprint:
-            return known[2]
+        # the ids' numbers: hashing a UUID is a Python call, an int's is not (another
+        # kind of id is not remembered: it names nobody in the store anyway)
+        key: tuple[int, int] | None = None
+        if type(organization_id) is UUID and type(user_id) is UUID:
+            key = (organization_id.int, user_id.int)
+            known = self._answers.get(key)
+            if known is not None and known[0] == local.data_version and known[1] == fingerprint:
+                return known[2]
         version, found = local.member_roles_at(organization_id, user_id)
         if found is None or not found[0]:
             eff = None  # not a member, or a deactivated account (as in compute)
@@ -245,7 +263,7 @@ class AuthorizationService:
                 self.permissions_of(roles),
                 frozenset(role.name for role in roles),
             )
-        if version is not None:
+        if version is not None and key is not None:
             if len(self._answers) >= _MEMO_LIMIT:
                 self._answers.clear()
             self._answers[key] = (version, fingerprint, eff)

@@ -3,10 +3,16 @@ version the authorization service remembers its answers by."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import UTC, datetime
 
-from usermgmt.backends.memory import MemoryUnitOfWorkFactory
+import pytest
+
+from usermgmt.backends.memory import MemoryStore, MemoryUnitOfWorkFactory
+from usermgmt.backends.memory.store import detach
+from usermgmt.errors import TransactionConflict
+from usermgmt.models import User
 from usermgmt.ports import OneStatementReads
 from usermgmt.services.authorization import ProcessLocalReads
 from usermgmt.testing.contracts import (
@@ -152,3 +158,59 @@ def test_the_reads_wait_for_a_unit_of_work_of_another_thread() -> None:
     thread.join(5)
     reader.join(5)
     assert seen == [None]
+
+
+def test_a_per_request_read_waits_at_most_the_lock_timeout() -> None:
+    """A read while another thread holds a unit of work open: TransactionConflict once
+    ``lock_timeout`` has passed (the free lock is taken without waiting)."""
+    store = MemoryStore()
+    holder = MemoryUnitOfWorkFactory(store)
+    reader = MemoryUnitOfWorkFactory(store, lock_timeout=0.05)
+    user = make_user()
+    with holder() as uow:
+        uow.users.add(user)
+        uow.commit()
+    assert reader.user_by_id(user.id) == user  # the lock is free: taken at once
+    entered, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with holder():
+            entered.set()
+            done.wait(5)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert entered.wait(5)
+        with pytest.raises(TransactionConflict):
+            reader.live_session_user_at(make_session(user.id).id, user.id)
+    finally:
+        done.set()
+        thread.join(5)
+    assert reader.live_session_user_at(make_session(user.id).id, user.id)[1:] == (False, user)
+
+
+def test_a_copy_is_an_ordinary_frozen_entity_of_its_class() -> None:
+    user = make_user(metadata={"plan": {"tier": "pro"}})
+    copy = detach(user)
+    assert type(copy) is User
+    assert copy == user
+    assert copy.metadata["plan"] is not user.metadata["plan"]  # deep
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        copy.email = "other@example.com"  # type: ignore[misc]
+    assert detach(make_user()).metadata == {}
+
+
+def test_the_answer_of_a_session_read_names_its_data_version() -> None:
+    factory = MemoryUnitOfWorkFactory()
+    user = make_user()
+    session = make_session(user.id)
+    with factory() as uow:
+        uow.users.add(user)
+        uow.sessions.add(session)
+        uow.commit()
+        assert factory.live_session_user_at(session.id, user.id)[0] is None  # mine, open
+    version, live, found = factory.live_session_user_at(session.id, user.id)
+    assert (version, live, found) == (factory.data_version, True, user)
+    assert factory.copy_of(user) == user
+    assert factory.copy_of(user) is not user

@@ -46,3 +46,19 @@ def test_of_refuses_another_users_permissions():
     )
     with pytest.raises(ValueError, match="not this user"):
         Access.of(effective, _user())
+
+
+def test_of_builds_an_instance_of_a_subclass_with_its_own_fields():
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Tagged(Access):
+        tag: str = "default"
+
+    user = _user()
+    effective = EffectivePermissions(
+        organization_id=uuid4(), user_id=user.id, permissions=frozenset(), roles=frozenset()
+    )
+    access = Tagged.of(effective, user)
+    assert type(access) is Tagged
+    assert access.tag == "default"
+    assert access.user is user
+    assert type(Access.of(effective, user)) is Access

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from usermgmt.app import UserManagement
-from usermgmt.errors import TokenRevoked
+from usermgmt.clock import FakeClock
+from usermgmt.errors import InvalidToken, TokenExpired, TokenRevoked
 from usermgmt.models import Organization, User
 from usermgmt.testing import create_user, extract_token
 
@@ -242,3 +243,132 @@ def test_another_threads_open_transaction_is_never_seen_its_commit_at_once(
     finish.set()
     thread.join(10)
     assert um.authz.has_permission(user.id, org.id, "member:invite") is (outcome == "rollback")
+
+
+# --- the caller of a token, remembered per data version ------------------------------------
+
+
+def _count_session_reads(um: UserManagement, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    factory = um.backends.uow
+    reads = [0]
+    original = factory.live_session_user_at
+
+    def counted(*args: Any) -> Any:
+        reads[0] += 1
+        return original(*args)
+
+    monkeypatch.setattr(factory, "live_session_user_at", counted)
+    return reads
+
+
+def test_the_caller_of_a_token_is_remembered_until_anything_changes(
+    um: UserManagement, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user, token, _ = _login(um)
+    reads = _count_session_reads(um, monkeypatch)
+    first = um.auth.authenticate(token)
+    second = um.auth.authenticate(token)
+    assert reads == [1]
+    assert second == first
+    assert second is not first  # each caller its own copy
+    assert second.metadata is not first.metadata
+    um.users.update_profile(user.id, name="Renamed")  # a commit: read again
+    assert um.auth.authenticate(token).name == "Renamed"
+    assert reads == [2]
+
+
+def test_the_tokens_of_one_user_do_not_each_keep_a_copy_of_the_user(
+    um: UserManagement,
+) -> None:
+    """What is remembered per token stays small: a user with large metadata (16 KB of
+    JSON may be ~300 KB of Python objects) holding many tokens (every login and refresh
+    makes one) is kept once, not once per token, so one account cannot fill the
+    process's memory. Each caller still gets an independent, up-to-date copy."""
+    import gc
+    import tracemalloc
+
+    user, password = create_user(um)
+    um.users.update_profile(user.id, metadata={"a": [[] for _ in range(5000)]})
+    tokens = [um.auth.login(email=user.email, password=password).access_token for _ in range(60)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        callers = [um.auth.authenticate(token) for token in tokens]
+        del callers
+        gc.collect()
+        retained, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # one copy of the user is ~0.35 MB: one per token would be ~20 MB
+    assert retained < 3_000_000, retained
+    first, second = um.auth.authenticate(tokens[0]), um.auth.authenticate(tokens[1])
+    assert first == second
+    assert first is not second
+    first.metadata["a"].append("mine")  # a caller's copy is its own
+    assert len(um.auth.authenticate(tokens[1]).metadata["a"]) == 5000
+    um.users.update_profile(user.id, name="Renamed")
+    assert {um.auth.authenticate(token).name for token in tokens} == {"Renamed"}
+
+
+def test_a_deactivation_is_seen_by_the_next_authentication(um: UserManagement) -> None:
+    user, token, _ = _login(um)
+    for _ in range(3):
+        assert um.auth.authenticate(token).id == user.id
+    um.users.deactivate(user.id)
+    store = um.kernel.revocations
+    assert store is not None
+    store.clear()  # only the database knows: the user is inactive, the session revoked
+    with pytest.raises(InvalidToken):
+        um.auth.authenticate(token)
+
+
+def test_a_remembered_caller_expires_with_the_token(
+    um: UserManagement, um_clock: FakeClock
+) -> None:
+    _, token, _ = _login(um)
+    um.auth.authenticate(token)
+    um.auth.authenticate(token)
+    um_clock.advance(seconds=um.settings.access_token_ttl_seconds + 120)
+    with pytest.raises(TokenExpired):
+        um.auth.authenticate(token)
+
+
+def test_a_remembered_caller_is_not_served_inside_an_open_unit_of_work(
+    um: UserManagement,
+) -> None:
+    """The thread's own unit of work revokes the session: an authentication there sees
+    it; once rolled back, the session is alive again."""
+    user, token, session_id = _login(um)
+    um.auth.authenticate(token)  # remembered
+    store = um.kernel.revocations
+    assert store is not None
+
+    class Rollback(Exception):
+        pass
+
+    def body(uow: Any) -> None:
+        uow.sessions.revoke(session_id, um.kernel.now(), "logout")
+        with pytest.raises(TokenRevoked):
+            um.auth.authenticate(token)
+        raise Rollback
+
+    with pytest.raises(Rollback):
+        um.kernel.write(body)
+    assert um.auth.authenticate(token).id == user.id
+
+
+def test_the_answers_of_two_stores_never_mix(make_user: Any) -> None:
+    """Each memory store's data versions are its own: an answer remembered from one store
+    is never taken for one of another store at the same count of changes."""
+    from usermgmt.backends.memory import MemoryStore
+
+    first, second = MemoryStore(), MemoryStore()
+    assert first.version != second.version
+
+
+def test_ids_of_another_kind_are_answered_not_remembered(
+    um: UserManagement, owner: User, org: Organization
+) -> None:
+    assert um.authz.effective(str(owner.id), str(org.id)) is None  # type: ignore[arg-type]
+    assert um.authz.effective(owner.id, org.id) is not None
+    assert um.authz.effective(str(owner.id), str(org.id)) is None  # type: ignore[arg-type]

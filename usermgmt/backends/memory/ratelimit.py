@@ -60,7 +60,25 @@ class MemoryRateLimiter:
         for a limit or cost below 1 or a window that is not positive."""
         if limit < 1 or cost < 1 or window_seconds <= 0:
             raise ValueError("limit and cost must be >= 1 and window_seconds > 0")
-        with self._lock:
+        allowed, limit, remaining, reset_after = self.hit_values(key, limit, window_seconds, cost)
+        # What the frozen dataclass's __init__ does, minus one object.__setattr__ per
+        # field: this runs on every request.
+        result: RateLimitResult = _new(RateLimitResult)
+        _set_allowed(result, allowed)
+        _set_limit(result, limit)
+        _set_remaining(result, remaining)
+        _set_reset_after(result, reset_after)
+        return result
+
+    def hit_values(
+        self, key: str, limit: int, window_seconds: float, cost: int = 1
+    ) -> tuple[bool, int, int, float]:
+        """:meth:`hit` without its checks of the arguments (valid ones only) and without
+        the result object: ``(allowed, limit, remaining, reset_after)``, the fields of
+        the RateLimitResult :meth:`hit` returns (the HTTP middleware's fast path)."""
+        lock = self._lock
+        lock.acquire()  # not `with`: its __enter__/__exit__ cost twice as much
+        try:
             now = self._now()
             log = self._logs.get(key)
             if log is None:
@@ -80,14 +98,14 @@ class MemoryRateLimiter:
             self._hits += 1
             if not self._hits % _SWEEP_EVERY:
                 self._sweep(now)
-        # What the frozen dataclass's __init__ does, minus one object.__setattr__ per
-        # field (and without max()): this runs on every request.
-        result: RateLimitResult = _new(RateLimitResult)
-        _set_allowed(result, allowed)
-        _set_limit(result, limit)
-        _set_remaining(result, limit - used if used < limit else 0)
-        _set_reset_after(result, reset_after if reset_after > 0.0 else 0.0)
-        return result
+        finally:
+            lock.release()
+        return (
+            allowed,
+            limit,
+            limit - used if used < limit else 0,
+            reset_after if reset_after > 0.0 else 0.0,
+        )
 
     def reset(self, key: str) -> None:
         """Forget every hit of ``key``."""

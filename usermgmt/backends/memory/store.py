@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
+import itertools
 import threading
 import types
 from collections.abc import Callable, Hashable
@@ -62,12 +62,14 @@ def detach(entity: E) -> E:
     Entities are frozen dataclasses; only their ``metadata`` dict is mutable, so
     that is the only field deep-copied. Entities without one are returned as is.
     """
+    kind: type = type(entity)
+    copier: Any = _copiers.get(kind, MISSING)
+    if copier is MISSING:  # not seen yet (functools.cache would cost more per call)
+        copier = _copiers[kind] = _copier(kind)
     metadata = getattr(entity, "metadata", None)
     if metadata is None:
         return entity
     fresh = copy.deepcopy(metadata) if metadata else {}
-    kind: type = type(entity)
-    copier = _copier(kind)
     if copier is None:
         changes: dict[str, Any] = {"metadata": fresh}
         return dataclasses.replace(entity, **changes)  # type: ignore[type-var]
@@ -77,13 +79,24 @@ def detach(entity: E) -> E:
     return clone
 
 
-@functools.cache
+#: The copier of each class seen (:func:`_copier`), None for a class without one.
+_copiers: dict[type, Callable[[Any, Any], Any] | None] = {}
+
+
 def _copier(cls: type) -> Callable[[Any, Any], Any] | None:
     """For a slotted dataclass without ``__post_init__`` whose fields all have a slot
     (the entities): a function ``(entity, metadata)`` returning a copy of ``entity``
-    with that ``metadata``, every slot set directly (one straight-line function per
-    class, as dataclasses generates its ``__init__``). None for anything else (copied
-    with ``dataclasses.replace``)."""
+    with that ``metadata`` (one straight-line function per class, as dataclasses
+    generates its ``__init__``). None for anything else (copied with
+    ``dataclasses.replace``).
+
+    The copy is made as an instance of a twin class with the very same slots and no
+    frozen ``__setattr__`` (each field one plain attribute store, which CPython does
+    in a few instructions, where a frozen dataclass's ``__init__`` calls
+    ``object.__setattr__`` per field), then given the entity's class: the result is
+    an ordinary instance of ``cls``, frozen like any other. When the twin cannot be
+    made for ``cls`` (a layout ``__class__`` assignment refuses), each slot is set
+    through its descriptor instead."""
     if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
         return None
     names = [f.name for f in dataclasses.fields(cls)]
@@ -94,19 +107,42 @@ def _copier(cls: type) -> Callable[[Any, Any], Any] | None:
         return None
     if not all(name.isidentifier() for name in names):  # pragma: no cover - dataclass fields
         return None
-    # each slot set through its descriptor's __set__, bound once (cheaper per call than
-    # object.__setattr__, which looks the descriptor up every time)
-    lines = ["def copy(entity, metadata):", "    clone = new(cls)"]
-    lines += [
-        f"    set_{i}(clone, {'metadata' if name == 'metadata' else 'entity.' + name})"
-        for i, name in enumerate(names)
-    ]
+    twin = _twin(cls)
+    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls, "twin": twin}
+    if twin is not None:
+        lines = ["def copy(entity, metadata):", "    clone = new(twin)"]
+        lines += [
+            f"    clone.{name} = {'metadata' if name == 'metadata' else 'entity.' + name}"
+            for name in names
+        ]
+        lines.append("    clone.__class__ = cls")
+    else:
+        # each slot set through its descriptor's __set__, bound once
+        lines = ["def copy(entity, metadata):", "    clone = new(cls)"]
+        lines += [
+            f"    set_{i}(clone, {'metadata' if name == 'metadata' else 'entity.' + name})"
+            for i, name in enumerate(names)
+        ]
+        namespace.update({f"set_{i}": slot.__set__ for i, slot in enumerate(slots)})  # type: ignore[union-attr]
     lines.append("    return clone")
-    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
-    namespace.update({f"set_{i}": slot.__set__ for i, slot in enumerate(slots)})  # type: ignore[union-attr]
     exec("\n".join(lines), namespace)  # noqa: S102 - field names of a dataclass only
     copier: Callable[[Any, Any], Any] = namespace["copy"]
     return copier
+
+
+def _twin(cls: type) -> type | None:
+    """A class with ``cls``'s slots (all of them its own: ``cls`` derives from object
+    alone) and the default ``__setattr__``, whose instances may be turned into
+    instances of ``cls`` by ``__class__`` assignment; None when that is refused."""
+    if cls.__bases__ != (object,) or "__slots__" not in cls.__dict__:
+        return None
+    twin = type(f"_{cls.__name__}Copy", (), {"__slots__": cls.__dict__["__slots__"]})
+    try:
+        probe: Any = object.__new__(twin)
+        probe.__class__ = cls
+    except TypeError:  # pragma: no cover - a layout CPython does not accept
+        return None
+    return twin
 
 
 class Journal:
@@ -158,6 +194,9 @@ class Journal:
             self._store.version += 1  # under the store lock, held by every writer
 
 
+_FIRST_VERSIONS: Final = itertools.count(1)
+
+
 class MemoryStore:
     """All tables of the in-memory backend.
 
@@ -180,7 +219,9 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.version = 0
+        # unique to this store (a remembered answer names the version it holds for; one
+        # of another store never matches)
+        self.version = next(_FIRST_VERSIONS) << 48
         self.open_units = 0
         self.writer: int | None = None
         self.users: dict[UUID, User] = {}

@@ -139,8 +139,10 @@ class MemoryUnitOfWork:
     def __enter__(self) -> Self:
         if self._owner is not None:
             raise RuntimeError("this unit of work is already open")
+        lock = self.store.lock
         timeout = -1.0 if self._lock_timeout is None else self._lock_timeout
-        if not self.store.lock.acquire(timeout=timeout):
+        # the usual case, a free lock, without the timed wait's argument parsing
+        if not lock.acquire(False) and not lock.acquire(True, timeout):
             raise TransactionConflict(
                 f"the memory store stayed locked for {self._lock_timeout} s: is another "
                 "thread holding a unit of work open while it waits for this one?"
@@ -201,7 +203,9 @@ class MemoryUnitOfWorkFactory:
 
     def _acquire(self) -> MemoryStore:
         store = self.store
-        if not store.lock.acquire(timeout=self._timeout):
+        lock = store.lock
+        # the usual case, a free lock, without the timed wait's argument parsing
+        if not lock.acquire(False) and not lock.acquire(True, self._timeout):
             raise TransactionConflict(
                 f"the memory store stayed locked for {self.lock_timeout} s: is another "
                 "thread holding a unit of work open while it waits for this one?"
@@ -210,14 +214,27 @@ class MemoryUnitOfWorkFactory:
 
     def live_session_user(self, session_id: UUID, user_id: UUID) -> tuple[bool, User | None]:
         """(whether the session exists and is not revoked, a copy of the user or None)."""
+        _, live, user = self.live_session_user_at(session_id, user_id)
+        return live, user
+
+    def live_session_user_at(
+        self, session_id: UUID, user_id: UUID
+    ) -> tuple[int | None, bool, User | None]:
+        """:meth:`live_session_user` with the :attr:`data_version` the answer holds for
+        (None when this thread has a unit of work open: see :meth:`member_roles_at`)."""
         store = self._acquire()
         try:
+            version = None if store.open_units else store.version
             session = store.sessions.get(session_id)
             user = store.users.get(user_id)
         finally:
             store.lock.release()
         live = session is not None and session.revoked_at is None
-        return live, None if user is None else detach(user)
+        return version, live, None if user is None else detach(user)
+
+    #: A copy of an entity read from the store that shares no mutable state with it (nor
+    #: with any other copy): what the reads above return (see :func:`detach`).
+    copy_of = staticmethod(detach)
 
     def user_by_id(self, user_id: UUID) -> User | None:
         """A copy of the user, or None."""
