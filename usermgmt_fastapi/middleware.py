@@ -29,8 +29,6 @@ In order, for each HTTP request:
 from __future__ import annotations
 
 import logging
-import math
-import os
 import re
 import sys
 import time
@@ -46,10 +44,8 @@ from usermgmt.app import UserManagement
 from usermgmt.backends.memory import MemoryRateLimiter
 from usermgmt.errors import UserMgmtError
 from usermgmt.http import DEFAULT_MAX_BODY_BYTES, HSTS, REQUEST_ID_HEADER, SECURITY_HEADERS
-from usermgmt.http.guards import _LIMIT_PAIRS, _RESET_PAIRS, REQUEST_ID_PATTERN, _pair
 from usermgmt.observability import hooks
-from usermgmt.observability.context import RequestLogContext, current_user_id
-from usermgmt.observability.context import _request_var as _log_context
+from usermgmt.observability.context import bind_request, unbind_request
 from usermgmt.observability.metrics import UNMATCHED_ROUTE
 from usermgmt.ports import RateLimitResult
 from usermgmt_fastapi.errors import internal_error_response, render
@@ -65,7 +61,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("usermgmt.http")
-access_logger = logging.getLogger("usermgmt.access")
 
 #: Where :func:`usermgmt_fastapi.install` keeps the UserManagement: ``app.state.usermgmt``.
 STATE_KEY: Final = "usermgmt"
@@ -74,14 +69,6 @@ STATE_KEY: Final = "usermgmt"
 def installed_um(scope: Scope) -> UserManagement | None:
     """The UserManagement kept in ``app.state`` (``STATE_KEY``) of the request's
     application, if any."""
-    try:  # Starlette's State keeps a dict: the usual answer, in one expression
-        um = scope["app"].state._state[STATE_KEY]
-    except (KeyError, AttributeError, TypeError):
-        return _installed_um(scope)
-    return um if isinstance(um, UserManagement) else None
-
-
-def _installed_um(scope: Scope) -> UserManagement | None:
     state = getattr(scope.get("app"), "state", None)
     # Starlette's State keeps a dict: a plain look-up there (getattr would first raise
     # and catch an AttributeError inside; this runs for every request).
@@ -159,42 +146,6 @@ _OURS: Final = frozenset(
     {_REQUEST_ID_RAW, *(name for name, _ in _HSTS_SECURITY_RAW)}
     | {b"ratelimit-limit", b"ratelimit-remaining", b"ratelimit-reset", b"retry-after"}
 )
-
-
-_is_sane_request_id = REQUEST_ID_PATTERN.match
-_urandom = os.urandom
-_perf_counter = time.perf_counter
-_new = object.__new__
-_ceil = math.ceil
-_DEBUG: Final = logging.DEBUG
-_INFO: Final = logging.INFO
-
-
-#: How the global rate check of a UserManagement is made (see _rate_path): in the
-#: threadpool (http.count_global_rate), inline with the limiter's ``hit``, or inline with
-#: :meth:`MemoryRateLimiter.hit_values` (no result object).
-_THREADPOOL: Final = 0
-#: The methods of UserManagement the inline rate check stands for.
-_REPLACEABLE: Final = frozenset({"client_ip", "check_request_rate"})
-_INLINE: Final = 1
-_MEMORY: Final = 2
-
-
-def _rate_path(um: UserManagement) -> int:
-    """How the global rate check of ``um`` is made: inline on the event loop when its
-    limiter is in process and the client address and the check are UserManagement's
-    own (what http.count_global_rate calls: neither its class nor the instance itself
-    replaces them), else in the threadpool."""
-    cls = type(um)
-    limiter = um.backends.rate_limiter
-    if not (
-        _in_process(limiter)
-        and cls.client_ip is UserManagement.client_ip
-        and cls.check_request_rate is UserManagement.check_request_rate
-        and not _REPLACEABLE.intersection(getattr(um, "__dict__", ()))
-    ):
-        return _THREADPOOL
-    return _MEMORY if type(limiter) is MemoryRateLimiter else _INLINE
 
 
 class _BodyTooLarge(HTTPException):
@@ -282,44 +233,19 @@ class UserMgmtMiddleware:
         self.um = um
         self.max_body_bytes = max_body_bytes
         self.exempt_prefixes = tuple(exempt_prefixes)
-        # What http.exemption(exempt_prefixes) checks, inline in __call__.
-        self._exempt_exact = frozenset(self.exempt_prefixes)
-        self._exempt_below = tuple(p.rstrip("/") + "/" for p in self.exempt_prefixes)
+        self._exempt = http.exemption(self.exempt_prefixes)
         self.metrics = metrics
         self._patterns: list[tuple[str, re.Pattern[str]]] | None = None
-        #: (app, its state dict, its state's usermgmt, the UserManagement served, its
-        #: rate limiter, how the rate check is made, the UserManagement's attributes and
-        #: their number: a method set on the instance adds one) of the last request: see
-        #: _plan.
-        self._seen: (
-            tuple[Any, dict[str, Any], Any, UserManagement, Any, int, dict[str, Any], int] | None
-        ) = None
 
     def _um(self, scope: Scope) -> UserManagement:
         um = installed_um(scope)
         return um if um is not None else self.um
 
-    def _plan(self, scope: Scope) -> tuple[UserManagement, int]:
-        """The UserManagement of this request and how its rate check is made
-        (:func:`_rate_path`), remembered with what they were derived from: the next
-        request of the same application re-checks them by identity only."""
-        um = self._um(scope)
-        rate_path = _rate_path(um)
-        app = scope.get("app")
-        values = getattr(getattr(app, "state", None), "_state", None)
-        if type(values) is dict:  # Starlette's State: app.state.usermgmt is values[STATE_KEY]
-            limiter = um.backends.rate_limiter
-            attributes = getattr(um, "__dict__", None)
-            if type(attributes) is dict:
-                entry = (app, values, values.get(STATE_KEY), um, limiter, rate_path)
-                self._seen = (*entry, attributes, len(attributes))
-        return um, rate_path
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = _perf_counter()
+        started = time.perf_counter()
         # The three request headers used here, in one pass (no Headers object).
         given_id = forwarded_for = content_length = None
         for name, value in scope["headers"]:
@@ -331,81 +257,23 @@ class UserMgmtMiddleware:
                 content_length = (
                     value.decode("latin-1") if content_length is None else content_length
                 )
-        # http.request_id_from, inline: the caller's id when sane, else a fresh one.
-        if given_id is not None and _is_sane_request_id(given_id):
-            request_id: str = given_id
-        else:
-            request_id = _urandom(16).hex()
+        request_id = http.request_id_from(given_id)
         scope.setdefault("state", {})["request_id"] = request_id
-        # _Exchange(send, receive, max_body), without the call of its __init__.
-        exchange: _Exchange = _new(_Exchange)
-        exchange.send_ = send
-        exchange.receive_ = receive
-        exchange.max_body = self.max_body_bytes
-        exchange.status = 500
-        exchange.started = False
-        exchange.received = 0
+        exchange = _Exchange(send, receive, self.max_body_bytes)
         path: str = scope.get("path", "")
-        exempt = path in self._exempt_exact or path.startswith(self._exempt_below)
-        # bind_request(request_id), inline: the logging context of this request.
-        log_context: RequestLogContext = _new(RequestLogContext)
-        log_context.request_id = request_id
-        log_context.user_id = None
-        token = _log_context.set(log_context)
+        exempt = self._exempt(path)
+        token = bind_request(request_id)
         try:
             refusal = None
             rate: list[tuple[bytes, bytes]] = []
             # --- global rate limit --------------------------------------------------------
             if not exempt:
-                seen = self._seen
-                app = scope.get("app")
-                if (
-                    seen is not None
-                    and seen[0] is app
-                    and app.state._state is seen[1]
-                    and seen[1].get(STATE_KEY) is seen[2]
-                    and seen[3].backends.rate_limiter is seen[4]
-                    and len(seen[6]) == seen[7]
-                ):
-                    um, rate_path = seen[3], seen[5]
-                else:
-                    um, rate_path = self._plan(scope)
+                um = self._um(scope)
                 client = scope.get("client")
                 peer = client[0] if client else None
-                outcome: RateLimitResult | UserMgmtError | None = None
-                if rate_path:  # a lock and a dict: no I/O. http.count_global_rate, inline:
-                    settings = um.settings
-                    if settings.rate_limit_enabled:
-                        if forwarded_for and settings.trusted_proxies:
-                            peer = um.client_ip(peer, forwarded_for)
-                        if peer is not None:
-                            limiter: Any = um.backends.rate_limiter
-                            limit = settings.rate_limit_max_requests
-                            window = settings.rate_limit_window_ms / 1000
-                            if rate_path == _MEMORY:
-                                counted = limiter.hit_values(f"global:{peer}", limit, window)
-                                allowed, limit, remaining, reset_after = counted
-                                if allowed:  # the usual answer: http.rate_limit_headers_raw
-                                    reset = _ceil(reset_after) if reset_after > 0 else 0
-                                    rate = [
-                                        _LIMIT_PAIRS.get(limit)
-                                        or _pair(_LIMIT_PAIRS, b"ratelimit-limit", limit),
-                                        (
-                                            b"ratelimit-remaining",
-                                            b"%d" % remaining if remaining > 0 else b"0",
-                                        ),
-                                        _RESET_PAIRS.get(reset)
-                                        or _pair(_RESET_PAIRS, b"ratelimit-reset", reset),
-                                    ]
-                                else:
-                                    outcome = RateLimitResult(*counted)
-                            else:
-                                try:
-                                    outcome = limiter.hit(
-                                        f"global:{peer}", limit=limit, window_seconds=window
-                                    )
-                                except UserMgmtError as exc:
-                                    outcome = exc
+                outcome: RateLimitResult | UserMgmtError | None
+                if _in_process(um.backends.rate_limiter):  # a lock and a dict: no I/O
+                    outcome = http.count_global_rate(um, peer, forwarded_for)
                 else:  # off the event loop: Redis is a network round trip
                     outcome = await run_check(
                         um.settings.http_check_threads,
@@ -414,9 +282,7 @@ class UserMgmtMiddleware:
                         peer,
                         forwarded_for,
                     )
-                if rate:  # counted and allowed by hit_values (above)
-                    pass
-                elif type(outcome) is RateLimitResult and outcome.allowed:  # the usual answer
+                if type(outcome) is RateLimitResult and outcome.allowed:  # the usual answer
                     rate = http.rate_limit_headers_raw(outcome)
                 else:
                     rate, refusal = self._refused(outcome, path, request_id)
@@ -449,25 +315,15 @@ class UserMgmtMiddleware:
                     response = internal_error_response(request_id, path)
                     await response(scope, exchange.receive_, exchange.send)
         finally:
-            # --- metrics and the access log (_observe, inline) -----------------------------
-            seconds = _perf_counter() - started
+            seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path_format", None)  # the usual answer
             if type(route) is not str or not route:
                 route = self._route(scope)
             method: str = scope.get("method", "")
-            status = exchange.status
             if self.metrics:
-                observer = hooks._observer  # hooks.observe_http, inline
-                if observer is not None:
-                    try:
-                        observer.observe_http(method, route, status, seconds)
-                    except Exception as exc:
-                        hooks._failed(exc)
-            # Probes and scrapes come every few seconds: they are logged at DEBUG only.
-            level = _DEBUG if exempt else _INFO
-            if access_logger.isEnabledFor(level):
-                self._log_access(level, method, route, path, status, seconds)
-            _log_context.reset(token)  # unbind_request(token)
+                hooks.observe_http(method, route, exchange.status, seconds)
+            http.log_access(method, route, path, exchange.status, seconds, exempt=exempt)
+            unbind_request(token)
 
     @staticmethod
     def _refused(
@@ -490,23 +346,3 @@ class UserMgmtMiddleware:
                 logger.debug("no OpenAPI document to name refused requests' routes")
                 self._patterns = []
         return route_template(scope, self._patterns or ())
-
-    @staticmethod
-    def _log_access(
-        level: int, method: str, route: str, path: str, status: int, seconds: float
-    ) -> None:
-        access_logger.log(
-            level,
-            "%s %s %d",
-            method,
-            route,
-            status,
-            extra={
-                "method": method,
-                "route": route,
-                "path": path,
-                "status": status,
-                "duration_ms": round(seconds * 1000, 3),
-                "user_id": current_user_id(),
-            },
-        )

@@ -28,7 +28,6 @@ Unexpected exceptions become 500 problem documents in :mod:`usermgmt_flask.error
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Callable
@@ -39,7 +38,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from usermgmt import http
 from usermgmt.observability import hooks
-from usermgmt.observability.context import bind_request, current_user_id, unbind_request
+from usermgmt.observability.context import bind_request, unbind_request
 from usermgmt.observability.metrics import UNMATCHED_ROUTE
 from usermgmt.ports import RateLimitResult
 from usermgmt_flask.context import BLUEPRINT_NAME, UserMgmtState, get_state, request_id
@@ -47,7 +46,6 @@ from usermgmt_flask.errors import BodyTooLarge, allowed_methods, instance, rende
 
 __all__ = ["install_hooks", "read_body", "route_template"]
 
-access_logger = logging.getLogger("usermgmt.access")
 
 _RATE_HEADERS: Final = "usermgmt.rate_headers"
 _BODY: Final = "usermgmt.body"
@@ -113,26 +111,11 @@ def _observe(response: Response) -> None:
     method, route, status = request.method, route_template(), response.status_code
     if state.metrics:
         hooks.observe_http(method, route, status, seconds)
-    path = request.script_root + request.path
-    # Probes and scrapes come every few seconds: they are logged at DEBUG only.
+    # Probes and scrapes (out of the global rate limit) are logged at DEBUG only.
     exempt = _exempt(state, request.path)
-    level = logging.DEBUG if exempt else logging.INFO
-    if access_logger.isEnabledFor(level):
-        access_logger.log(
-            level,
-            "%s %s %d",
-            method,
-            route,
-            status,
-            extra={
-                "method": method,
-                "route": route,
-                "path": path,
-                "status": status,
-                "duration_ms": round(seconds * 1000, 3),
-                "user_id": current_user_id(),
-            },
-        )
+    http.log_access(
+        method, route, request.script_root + request.path, status, seconds, exempt=exempt
+    )
 
 
 def _before_request() -> Response | None:

@@ -35,6 +35,7 @@ from usermgmt.http.guards import (
     exemption,
     global_rate_verdict,
     is_exempt,
+    log_access,
     rate_limit_headers_raw,
     request_id_from,
 )
@@ -104,6 +105,7 @@ __all__ = [
     "is_exempt",
     "items",
     "json_bytes",
+    "log_access",
     "page",
     "parse_body",
     "parse_query",

@@ -5,6 +5,7 @@ bearer token of the ``Authorization`` header.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -21,6 +22,7 @@ from usermgmt.http.problems import (
     rate_limit_headers,
     status_for,
 )
+from usermgmt.observability.context import current_user_id
 
 if TYPE_CHECKING:
     from usermgmt.app import UserManagement
@@ -30,7 +32,6 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "HSTS",
     "REQUEST_ID_HEADER",
-    "REQUEST_ID_PATTERN",
     "SECURITY_HEADERS",
     "RateVerdict",
     "bearer_token_from",
@@ -40,6 +41,7 @@ __all__ = [
     "exemption",
     "global_rate_verdict",
     "is_exempt",
+    "log_access",
     "rate_limit_headers_raw",
     "request_id_from",
 ]
@@ -53,9 +55,7 @@ SECURITY_HEADERS: Final[Mapping[str, str]] = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-#: What a sane ``X-Request-ID`` is (one the adapters echo).
-REQUEST_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9._~:+/=-]{1,128}$")
-_REQUEST_ID = REQUEST_ID_PATTERN
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._~:+/=-]{1,128}$")
 
 
 def request_id_from(given: str | None) -> str:
@@ -225,3 +225,32 @@ def bearer_token_from(authorization: str | None) -> str | None:
     if not scheme or not credentials or scheme.lower() != "bearer":
         return None
     return credentials
+
+
+#: One record per request, written by both adapters when the request ends.
+access_logger: Final = logging.getLogger("usermgmt.access")
+
+
+def log_access(
+    method: str, route: str, path: str, status: int, seconds: float, *, exempt: bool
+) -> None:
+    """The ``usermgmt.access`` record of a finished request: at INFO, or at DEBUG for the
+    paths out of the global rate limit (probes and scrapes come every few seconds).
+    Never the query string or a header; the caller's id comes from the logging context."""
+    level = logging.DEBUG if exempt else logging.INFO
+    if access_logger.isEnabledFor(level):
+        access_logger.log(
+            level,
+            "%s %s %d",
+            method,
+            route,
+            status,
+            extra={
+                "method": method,
+                "route": route,
+                "path": path,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+                "user_id": current_user_id(),
+            },
+        )

@@ -75,7 +75,7 @@ class MemoryRateLimiter:
     ) -> tuple[bool, int, int, float]:
         """:meth:`hit` without its checks of the arguments (valid ones only) and without
         the result object: ``(allowed, limit, remaining, reset_after)``, the fields of
-        the RateLimitResult :meth:`hit` returns (the HTTP middleware's fast path)."""
+        the RateLimitResult :meth:`hit` returns."""
         lock = self._lock
         lock.acquire()  # not `with`: its __enter__/__exit__ cost twice as much
         try:

@@ -50,6 +50,19 @@ def _creation(role: Role) -> tuple[datetime, UUID]:
     return role.created_at, role.id
 
 
+def _lock(store: MemoryStore, timeout: float, lock_timeout: float | None) -> None:
+    """Take the store's lock, waiting at most ``timeout`` seconds (-1: forever); raises
+    TransactionConflict when it stays held (``lock_timeout`` is the setting, for the
+    message)."""
+    lock = store.lock
+    # the usual case, a free lock, without the timed wait's argument parsing
+    if not lock.acquire(False) and not lock.acquire(True, timeout):
+        raise TransactionConflict(
+            f"the memory store stayed locked for {lock_timeout} s: is another "
+            "thread holding a unit of work open while it waits for this one?"
+        )
+
+
 _REPOSITORIES: dict[str, Callable[[MemoryUnitOfWork], object]] = {
     "users": MemoryUserRepository,
     "organizations": MemoryOrganizationRepository,
@@ -139,14 +152,8 @@ class MemoryUnitOfWork:
     def __enter__(self) -> Self:
         if self._owner is not None:
             raise RuntimeError("this unit of work is already open")
-        lock = self.store.lock
         timeout = -1.0 if self._lock_timeout is None else self._lock_timeout
-        # the usual case, a free lock, without the timed wait's argument parsing
-        if not lock.acquire(False) and not lock.acquire(True, timeout):
-            raise TransactionConflict(
-                f"the memory store stayed locked for {self._lock_timeout} s: is another "
-                "thread holding a unit of work open while it waits for this one?"
-            )
+        _lock(self.store, timeout, self._lock_timeout)
         self._owner = self.store.writer = threading.get_ident()
         self.store.open_units += 1
         return self
@@ -203,13 +210,7 @@ class MemoryUnitOfWorkFactory:
 
     def _acquire(self) -> MemoryStore:
         store = self.store
-        lock = store.lock
-        # the usual case, a free lock, without the timed wait's argument parsing
-        if not lock.acquire(False) and not lock.acquire(True, self._timeout):
-            raise TransactionConflict(
-                f"the memory store stayed locked for {self.lock_timeout} s: is another "
-                "thread holding a unit of work open while it waits for this one?"
-            )
+        _lock(store, self._timeout, self.lock_timeout)
         return store
 
     def live_session_user(self, session_id: UUID, user_id: UUID) -> tuple[bool, User | None]:
